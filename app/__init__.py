@@ -1,0 +1,1 @@
+"""memchat: OpenAI-compatible chat with long-term memory."""

@@ -1,0 +1,26 @@
+"""Dependencies shared by the HTTP surfaces."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Request
+
+from app.auth import Principal, key_from_headers
+from app.errors import AuthenticationFailed
+from app.services import Services
+
+
+def services_of(request: Request[Any, Any, Any]) -> Services:
+    return request.app.state.services  # type: ignore[no-any-return]
+
+
+async def provide_principal(request: Request[Any, Any, Any]) -> Principal:
+    if len(request.headers.getall("authorization", [])) > 1 or len(request.headers.getall("x-api-key", [])) > 1:
+        raise AuthenticationFailed("Send exactly one API key.")
+    key = key_from_headers(request.headers, request.cookies)
+    return services_of(request).keyring.resolve(key)
+
+
+async def provide_services(request: Request[Any, Any, Any]) -> Services:
+    return services_of(request)

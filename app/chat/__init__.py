@@ -1,0 +1,1 @@
+"""The chat engine: request pipeline, SSE framing and relaying, conversations."""

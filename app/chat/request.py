@@ -1,0 +1,123 @@
+"""Validation of what a chat request carries: tenant identifiers, query parameters, the OpenAI body."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+
+from app.errors import InvalidRequest
+
+MAX_NAMESPACE_LENGTH = 256
+MAX_CHAT_ID_LENGTH = 128
+MAX_COMMIT_AFTER = 30 * 24 * 3600
+ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+_decode = msgspec.json.Decoder().decode
+
+
+def _has_control(value: str) -> bool:
+    return any(ord(c) < 32 or 0x7F <= ord(c) < 0xA0 for c in value)
+
+
+def validate_namespace(value: str | None, *, param: str = "namespace") -> str:
+    """A namespace is any printable string up to 256 characters; "" is the global namespace."""
+    if value is None:
+        return ""
+    if len(value) > MAX_NAMESPACE_LENGTH:
+        raise InvalidRequest(f"'{param}' is longer than {MAX_NAMESPACE_LENGTH} characters", param=param)
+    if _has_control(value):
+        raise InvalidRequest(f"'{param}' must not contain control characters", param=param)
+    return value
+
+
+def validate_chat_id(value: str | None, *, param: str = "chat_id") -> str | None:
+    if value is None or value == "":
+        return None
+    if len(value) > MAX_CHAT_ID_LENGTH or _has_control(value):
+        raise InvalidRequest(
+            f"'{param}' must be 1-{MAX_CHAT_ID_LENGTH} printable characters", param=param
+        )
+    return value
+
+
+class ChatParams(msgspec.Struct, frozen=True):
+    namespace: str = ""
+    commit_after: int | None = None
+    chat_id: str | None = None
+
+
+def parse_chat_params(get: Callable[[str], str | None]) -> ChatParams:
+    """Read ``namespace``, ``commit_after`` and ``chat_id`` from the query string."""
+    raw_commit = get("commit_after")
+    commit_after: int | None = None
+    if raw_commit is not None and raw_commit != "":
+        try:
+            commit_after = int(raw_commit)
+        except ValueError:
+            raise InvalidRequest("'commit_after' must be an integer number of seconds", param="commit_after") from None
+        if not 0 <= commit_after <= MAX_COMMIT_AFTER:
+            raise InvalidRequest(
+                f"'commit_after' must be between 0 and {MAX_COMMIT_AFTER} seconds", param="commit_after"
+            )
+    return ChatParams(
+        namespace=validate_namespace(get("namespace")),
+        commit_after=commit_after,
+        chat_id=validate_chat_id(get("chat_id")),
+    )
+
+
+def _check_message(index: int, message: Any) -> None:
+    where = f"messages[{index}]"
+    if not isinstance(message, dict):
+        raise InvalidRequest(f"'{where}' must be an object", param=where)
+    role = message.get("role")
+    if not isinstance(role, str):
+        raise InvalidRequest(f"'{where}.role' is required and must be a string", param=f"{where}.role")
+    if role not in ROLES:
+        raise InvalidRequest(
+            f"'{where}.role' must be one of {sorted(ROLES)}, got {role[:40]!r}", param=f"{where}.role"
+        )
+    content = message.get("content")
+    if content is None:
+        if role != "assistant":  # only an assistant turn (e.g. one with tool_calls) may omit content
+            raise InvalidRequest(f"'{where}.content' is required", param=f"{where}.content")
+        return
+    if isinstance(content, str):
+        return
+    if isinstance(content, list):
+        for part_index, part in enumerate(content):
+            if not isinstance(part, dict) or not isinstance(part.get("type"), str):
+                raise InvalidRequest(
+                    f"'{where}.content[{part_index}]' must be an object with a 'type'",
+                    param=f"{where}.content[{part_index}]",
+                )
+        return
+    raise InvalidRequest(f"'{where}.content' must be a string or an array of parts", param=f"{where}.content")
+
+
+def parse_openai_body(raw: bytes) -> dict[str, Any]:
+    """Decode and check a Chat Completions body; returns it unchanged (every field is forwarded)."""
+    if not raw.strip():
+        raise InvalidRequest("The request body is empty; expected a JSON object", code="invalid_json")
+    try:
+        body = _decode(raw)
+    except msgspec.DecodeError as exc:
+        raise InvalidRequest(f"The request body is not valid JSON: {exc}", code="invalid_json") from None
+    if not isinstance(body, dict):
+        raise InvalidRequest("The request body must be a JSON object", code="invalid_json")
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise InvalidRequest("'model' is required and must be a non-empty string", param="model")
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise InvalidRequest("'messages' is required and must be a non-empty array", param="messages")
+    for index, message in enumerate(messages):
+        _check_message(index, message)
+    stream = body.get("stream", False)
+    if stream is not None and not isinstance(stream, bool):
+        raise InvalidRequest("'stream' must be a boolean", param="stream")
+    options = body.get("stream_options")
+    if options is not None and not isinstance(options, dict):
+        raise InvalidRequest("'stream_options' must be an object", param="stream_options")
+    return body

@@ -1,0 +1,162 @@
+"""Settings: one struct per concern, read from the environment in one place."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import msgspec
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing or malformed."""
+
+
+class ServerSettings(msgspec.Struct, frozen=True):
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = 1
+
+
+class UpstreamSettings(msgspec.Struct, frozen=True):
+    base_url: str | None = None
+    api_key: str | None = None
+    timeout: float = 600.0
+    connect_timeout: float = 10.0
+    max_connections: int = 1000
+
+    @property
+    def offline(self) -> bool:
+        """No upstream configured: memchat answers with its built-in responder."""
+        return not self.base_url and not self.api_key
+
+    @property
+    def effective_base_url(self) -> str:
+        return self.base_url or "https://api.openai.com/v1"
+
+
+class StoreSettings(msgspec.Struct, frozen=True):
+    data_dir: Path = Path("data")
+    uri: str | None = None
+    storage_options: dict[str, str] = msgspec.field(default_factory=dict)
+
+    @property
+    def memory_uri(self) -> str:
+        return self.uri or str(self.data_dir / "lancedb")
+
+
+class MemorySettings(msgspec.Struct, frozen=True):
+    embedder: str = "local"
+    embed_model: str = "text-embedding-3-small"
+    top_k: int = 8
+    min_score: float | None = None
+    token_budget: int = 1200
+    commit_after: int = 120
+    extractor: str = "llm"
+    memory_model: str | None = None
+    maintenance_interval: float = 30.0
+
+
+class AuthSettings(msgspec.Struct, frozen=True):
+    static_keys: dict[str, str] = msgspec.field(default_factory=dict)
+    create_key_if_none: bool = True
+
+
+class Settings(msgspec.Struct, frozen=True):
+    server: ServerSettings = msgspec.field(default_factory=ServerSettings)
+    upstream: UpstreamSettings = msgspec.field(default_factory=UpstreamSettings)
+    store: StoreSettings = msgspec.field(default_factory=StoreSettings)
+    memory: MemorySettings = msgspec.field(default_factory=MemorySettings)
+    auth: AuthSettings = msgspec.field(default_factory=AuthSettings)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        return settings_from_env(os.environ if env is None else env)
+
+
+def parse_api_keys(raw: str) -> dict[str, str]:
+    """Parse ``key=org,key2=org2`` into ``{key: org}``."""
+    keys: dict[str, str] = {}
+    for part in raw.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        key, sep, org = part.partition("=")
+        key, org = key.strip(), org.strip()
+        if not sep or not key or not org:
+            raise ConfigError(f"MEMCHAT_API_KEYS entry {part!r} is not of the form key=org")
+        keys[key] = org
+    return keys
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from exc
+    if value < minimum:
+        raise ConfigError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float | None) -> float | None:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from exc
+
+
+def _choice(env: Mapping[str, str], name: str, default: str, choices: set[str]) -> str:
+    value = (env.get(name) or default).strip().lower()
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {sorted(choices)}, got {value!r}")
+    return value
+
+
+def settings_from_env(env: Mapping[str, str]) -> Settings:
+    storage_raw = env.get("MEMCHAT_STORAGE_OPTIONS", "").strip()
+    try:
+        storage_options = json.loads(storage_raw) if storage_raw else {}
+    except json.JSONDecodeError as exc:
+        raise ConfigError("MEMCHAT_STORAGE_OPTIONS must be a JSON object") from exc
+    if not isinstance(storage_options, dict):
+        raise ConfigError("MEMCHAT_STORAGE_OPTIONS must be a JSON object")
+    base_url = (env.get("MEMCHAT_UPSTREAM_BASE_URL") or "").strip() or None
+    api_key = (env.get("MEMCHAT_UPSTREAM_API_KEY") or env.get("OPENAI_API_KEY") or "").strip() or None
+    return Settings(
+        server=ServerSettings(
+            host=env.get("MEMCHAT_HOST", "127.0.0.1"),
+            port=_int(env, "MEMCHAT_PORT", 8000),
+            workers=_int(env, "MEMCHAT_WORKERS", 1, minimum=1),
+        ),
+        upstream=UpstreamSettings(
+            base_url=base_url,
+            api_key=api_key,
+            timeout=_float(env, "MEMCHAT_UPSTREAM_TIMEOUT", 600.0) or 600.0,
+            connect_timeout=_float(env, "MEMCHAT_UPSTREAM_CONNECT_TIMEOUT", 10.0) or 10.0,
+        ),
+        store=StoreSettings(
+            data_dir=Path(env.get("MEMCHAT_DATA_DIR", "data")),
+            uri=(env.get("MEMCHAT_STORE_URI") or "").strip() or None,
+            storage_options={str(k): str(v) for k, v in storage_options.items()},
+        ),
+        memory=MemorySettings(
+            embedder=_choice(env, "MEMCHAT_EMBEDDER", "local", {"local", "openai", "none"}),
+            embed_model=env.get("MEMCHAT_EMBED_MODEL", "text-embedding-3-small"),
+            top_k=_int(env, "MEMCHAT_TOP_K", 8, minimum=1),
+            min_score=_float(env, "MEMCHAT_MIN_SCORE", None),
+            token_budget=_int(env, "MEMCHAT_MEMORY_TOKEN_BUDGET", 1200, minimum=50),
+            commit_after=_int(env, "MEMCHAT_COMMIT_AFTER", 120),
+            extractor=_choice(env, "MEMCHAT_EXTRACTOR", "llm", {"llm", "heuristic"}),
+            memory_model=(env.get("MEMCHAT_MEMORY_MODEL") or "").strip() or None,
+        ),
+        auth=AuthSettings(static_keys=parse_api_keys(env.get("MEMCHAT_API_KEYS", ""))),
+    )

@@ -1,0 +1,1 @@
+"""Talking to the model: the upstream OpenAI-compatible client and the offline responder."""
