@@ -140,11 +140,8 @@ class KeyRing:
             )
         if len(key) > MAX_KEY_LENGTH:
             raise AuthenticationFailed("Invalid API key.")
-        digest = _digest(key)
-        principal = self._match(digest)
-        if principal is None:
-            self._reload()  # a key created by `memchat keys create` while we run
-            principal = self._match(digest)
+        self._reload()  # one stat(): picks up `memchat keys create/revoke` while we run
+        principal = self._match(_digest(key))
         if principal is None:
             raise AuthenticationFailed("Invalid API key.")
         return principal
