@@ -57,6 +57,8 @@ class MemorySettings(msgspec.Struct, frozen=True):
     extractor: str = "llm"
     memory_model: str | None = None
     maintenance_interval: float = 30.0
+    commit_lease: float = 120.0
+    commit_concurrency: int = 4
 
 
 class AuthSettings(msgspec.Struct, frozen=True):
@@ -157,6 +159,9 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
             commit_after=_int(env, "MEMCHAT_COMMIT_AFTER", 120),
             extractor=_choice(env, "MEMCHAT_EXTRACTOR", "llm", {"llm", "heuristic"}),
             memory_model=(env.get("MEMCHAT_MEMORY_MODEL") or "").strip() or None,
+            maintenance_interval=_float(env, "MEMCHAT_MAINTENANCE_INTERVAL", 30.0) or 30.0,
+            commit_lease=_float(env, "MEMCHAT_COMMIT_LEASE", 120.0) or 120.0,
+            commit_concurrency=_int(env, "MEMCHAT_COMMIT_CONCURRENCY", 4, minimum=1),
         ),
         auth=AuthSettings(static_keys=parse_api_keys(env.get("MEMCHAT_API_KEYS", ""))),
     )

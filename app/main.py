@@ -8,11 +8,11 @@ from contextlib import AsyncExitStack, asynccontextmanager
 
 import anyio
 from litestar import Litestar
-from litestar.config.app import AppConfig  # noqa: F401  (kept for type discovery by plugins)
 from litestar.openapi import OpenAPIConfig
 
 from app.api.errors import handle_exception
 from app.api.health import healthz, readyz
+from app.api.memories import memory_router
 from app.api.openai import openai_router
 from app.config import Settings
 from app.services import Services
@@ -29,14 +29,14 @@ def create_app(settings: Settings | None = None) -> Litestar:
             services = await Services.start(settings, stack)
             app.state.services = services
             async with anyio.create_task_group() as task_group:
-                services.task_group = task_group
+                await services.run_background(task_group)
                 try:
                     yield
                 finally:
                     task_group.cancel_scope.cancel()
 
     return Litestar(
-        route_handlers=[openai_router, healthz, readyz],
+        route_handlers=[openai_router, memory_router, healthz, readyz],
         lifespan=[lifespan],
         exception_handlers={Exception: handle_exception},
         request_max_body_size=MAX_BODY_BYTES,

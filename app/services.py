@@ -3,24 +3,52 @@
 from __future__ import annotations
 
 import logging
+import os
+import socket
+import uuid
 from contextlib import AsyncExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
 
 import anyio
+import lancedb
 from anyio.abc import TaskGroup
 
 from app.auth import KeyRing
+from app.chat.conversations import Conversations
+from app.chat.events import EventHub
 from app.chat.pipeline import ChatPipeline
+from app.chat.turnlog import TurnLog
 from app.config import Settings
 from app.llm.backend import ChatBackend
 from app.llm.offline import OfflineResponder
 from app.llm.upstream import UpstreamClient
+from app.memory.commitlog import CommitLog
+from app.memory.committer import ChatKey, Committer
+from app.memory.embed import Embedder, EmbedderUnavailable, build_embedder
+from app.memory.extract import build_extractor
+from app.memory.models import Memory
+from app.memory.retrieval import MemoryRetriever
+from app.memory.scheduler import CommitScheduler
+from app.memory.serialize import memory_json
+from app.memory.store import MemoryStore
 
 log = logging.getLogger("memchat")
 
 
-def key_file_path(settings: Settings) -> anyio.Path:
-    return anyio.Path(settings.store.data_dir / "keys.json")
+def _embedder(settings: Settings, backend: ChatBackend) -> Embedder:
+    kind = settings.memory.embedder
+    client = backend.sdk if isinstance(backend, UpstreamClient) else None
+    if kind == "openai" and client is None:
+        log.warning("MEMCHAT_EMBEDDER=openai needs an upstream; using full-text search only")
+        kind = "none"
+    try:
+        return build_embedder(kind, openai_client=client,
+                              model=settings.memory.embed_model if kind == "openai" else None)
+    except EmbedderUnavailable as exc:
+        log.warning("local embedder unavailable (%s); using full-text search only", exc)
+        return build_embedder("none")
 
 
 @dataclass
@@ -28,9 +56,14 @@ class Services:
     settings: Settings
     keyring: KeyRing
     backend: ChatBackend
+    store: MemoryStore
+    turnlog: TurnLog
+    commits: CommitLog
+    conversations: Conversations
+    scheduler: CommitScheduler
     pipeline: ChatPipeline
+    events: EventHub
     task_group: TaskGroup | None = None
-    extras: dict[str, object] = field(default_factory=dict)
 
     @classmethod
     async def start(cls, settings: Settings, stack: AsyncExitStack) -> Services:
@@ -47,8 +80,69 @@ class Services:
             backend = UpstreamClient(settings.upstream)
             log.info("upstream: %s", settings.upstream.effective_base_url)
         stack.push_async_callback(backend.aclose)
-        pipeline = ChatPipeline(backend)
-        return cls(settings=settings, keyring=keyring, backend=backend, pipeline=pipeline)
 
-    async def readiness(self) -> dict[str, bool]:
-        return {"upstream": await self.backend.ping()}
+        uri = settings.store.memory_uri
+        options = settings.store.storage_options or None
+        embedder = _embedder(settings, backend)
+        stack.push_async_callback(embedder.aclose)
+        store = await MemoryStore.open(uri, embedder, options)
+        stack.push_async_callback(store.close)
+        db = await lancedb.connect_async(uri, storage_options=options, read_consistency_interval=timedelta(0))
+        turnlog = await TurnLog.open(db)
+        commits = await CommitLog.open(db, lease=timedelta(seconds=settings.memory.commit_lease))
+
+        events = EventHub()
+        extractor = build_extractor(settings.memory.extractor, client=backend if not backend.offline else None,
+                                    model=settings.memory.memory_model, offline=backend.offline)
+        owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+        def committed(key: ChatKey, memories: list[Memory]) -> None:
+            events.publish(key.org_id, key.namespace, {"type": "memory_committed", "chat_id": key.chat_id,
+                                                       "memories": [memory_json(m) for m in memories]})
+
+        committer = Committer(turnlog, commits, store, extractor, owner=owner,
+                              memory_model=settings.memory.memory_model, on_committed=committed)
+        scheduler = CommitScheduler(committer, max_concurrent=settings.memory.commit_concurrency)
+        conversations = Conversations(turnlog, default_commit_after=settings.memory.commit_after,
+                                      on_recorded=scheduler.touch_turn)
+        retriever = MemoryRetriever(store, top_k=settings.memory.top_k, min_score=settings.memory.min_score,
+                                    token_budget=settings.memory.token_budget)
+        pipeline = ChatPipeline(backend, retriever, conversations)
+        log.info("memory: store %s, embedder %s, extractor %s", uri, embedder.name, extractor.name)
+        return cls(settings=settings, keyring=keyring, backend=backend, store=store, turnlog=turnlog,
+                   commits=commits, conversations=conversations, scheduler=scheduler, pipeline=pipeline,
+                   events=events)
+
+    async def run_background(self, task_group: TaskGroup) -> None:
+        """Start the background work in the lifespan's task group."""
+        self.task_group = task_group
+        await task_group.start(self.turnlog.run_writer)
+        await task_group.start(self.scheduler.run)
+        await self.scheduler.recover(self.turnlog, self.commits)
+        task_group.start_soon(self._maintenance_loop)
+
+    async def maintain_once(self) -> None:
+        await self.store.maintain()
+        await self.turnlog.maintain()
+        await self.commits.maintain()
+
+    async def _maintenance_loop(self) -> None:
+        interval = self.settings.memory.maintenance_interval
+        await anyio.sleep(min(5.0, interval))
+        while True:
+            try:
+                await self.maintain_once()
+            except Exception:
+                log.exception("index maintenance failed; will retry")
+            await anyio.sleep(interval)
+
+    async def readiness(self) -> dict[str, Any]:
+        checks: dict[str, Any] = {"upstream": await self.backend.ping()}
+        try:
+            with anyio.fail_after(5):
+                await self.store.count("__readyz__", "")
+            checks["store"] = True
+        except Exception:
+            log.exception("readiness: store check failed")
+            checks["store"] = False
+        return checks

@@ -33,9 +33,18 @@ class Retriever(Protocol):
     async def retrieve(self, org_id: str, namespace: str, messages: Sequence[dict[str, Any]]) -> Retrieved: ...
 
 
+class ChatSlot(msgspec.Struct, frozen=True):
+    """Where a request's turn goes: its conversation, its position, and the hash of what preceded it."""
+
+    chat_id: str
+    seq: int = 1
+    prefix_hash: str = ""
+    is_new: bool = True
+
+
 class TurnRecorder(Protocol):
     async def resolve_chat(self, org_id: str, namespace: str, chat_id: str | None,
-                           messages: Sequence[dict[str, Any]]) -> str: ...
+                           messages: Sequence[dict[str, Any]]) -> ChatSlot: ...
 
     async def record(self, chat: PreparedChat, outcome: StreamOutcome) -> None: ...
 
@@ -45,8 +54,13 @@ class PreparedChat(msgspec.Struct):
     params: ChatParams
     body: dict[str, Any]            # what goes upstream (client body + memory section)
     client_messages: list[dict[str, Any]]
-    chat_id: str
+    slot: ChatSlot
     retrieved: Retrieved
+    surface: str = "openai"
+
+    @property
+    def chat_id(self) -> str:
+        return self.slot.chat_id
 
     @property
     def memory_field(self) -> dict[str, Any]:
@@ -73,20 +87,21 @@ class ChatPipeline:
         self.retriever = retriever
         self.recorder = recorder
 
-    async def prepare(self, principal: Principal, params: ChatParams, body: dict[str, Any]) -> PreparedChat:
+    async def prepare(self, principal: Principal, params: ChatParams, body: dict[str, Any], *,
+                      surface: str = "openai") -> PreparedChat:
         messages: list[dict[str, Any]] = body["messages"]
         retrieved = Retrieved()
         if self.retriever is not None:
             retrieved = await self.retriever.retrieve(principal.org_id, params.namespace, messages)
         if self.recorder is not None:
-            chat_id = await self.recorder.resolve_chat(principal.org_id, params.namespace, params.chat_id, messages)
+            slot = await self.recorder.resolve_chat(principal.org_id, params.namespace, params.chat_id, messages)
         else:
-            chat_id = params.chat_id or str(uuid.uuid4())
+            slot = ChatSlot(chat_id=params.chat_id or str(uuid.uuid4()))
         upstream_body = body
         if retrieved.section:
             upstream_body = {**body, "messages": inject_section(messages, retrieved.section)}
         return PreparedChat(principal=principal, params=params, body=upstream_body, client_messages=messages,
-                            chat_id=chat_id, retrieved=retrieved)
+                            slot=slot, retrieved=retrieved, surface=surface)
 
     def _context(self, chat: PreparedChat) -> ChatContext:
         return ChatContext(memories=chat.retrieved.memories)

@@ -16,6 +16,16 @@ ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function
 _decode = msgspec.json.Decoder().decode
 
 
+def message_text(message: dict[str, Any]) -> str:
+    """The text of a chat message (string content, or the text parts of a list)."""
+    content = message.get("content")
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return " ".join(str(p.get("text", "")) for p in content if isinstance(p, dict) and p.get("type") == "text")
+    return ""
+
+
 def _has_control(value: str) -> bool:
     return any(ord(c) < 32 or 0x7F <= ord(c) < 0xA0 for c in value)
 

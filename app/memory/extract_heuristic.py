@@ -1,0 +1,614 @@
+"""Deterministic building blocks of `app.memory.extract.HeuristicExtractor` (plain strings in, plain
+data out; no I/O, no model, nothing imported from the rest of memchat).
+
+Documented choices:
+
+* **Verbatim facts.** A fact is the user's own sentence, first person, *verbatim* except for light
+  normalisation: leading fillers/greetings stripped ("Oh, by the way, ..."), a lone ``i`` capitalised,
+  first letter capitalised, terminal punctuation normalised to ``.``, and relative dates annotated.
+  Verbatim first-person text retrieves best against first-person queries ("where do I live?").
+* **Which sentences are facts** (`drop_reason`): a first-person statement (I / my / we / our / me ...)
+  of at least 3 words (a contraction counts as two) that is not a question (``?`` or interrogative
+  opening), greeting or chit-chat, request to the assistant (imperative opening, "can you", "I want you
+  to", "let's"), talk about the conversation ("I meant ...", "here's my code", "I'm not sure"), addressed
+  to the assistant ("you"/"your"), or hypothetical ("if ...", "imagine ..."). A sentence that states one
+  of the attributes below is kept even when short or addressed to the assistant ("I'm 34.", "Call me Al.").
+  Fenced/inline code, sentences longer than 400 characters, and everything after a request introducing
+  pasted material ("Summarize this: ...") are ignored. Only the user's messages are read.
+* **Relative dates** (`resolve_relative_dates`) are resolved against the turn's UTC date and annotated
+  after the phrase: ``yesterday`` -> ``yesterday (on 2026-11-23)``. Supported: today/tonight/this
+  morning.., yesterday/last night, tomorrow, the day before yesterday / after tomorrow, last|next|this
+  <weekday> (last = the latest such day strictly before, next = the first strictly after, this = the one
+  in the same Monday-Sunday week), last|next|this week (``(week of <Monday>)``), month (``(in YYYY-MM)``),
+  year (``(in YYYY)``), and "N days|weeks|months|years ago".
+* **Entities** (`extract_entities`): runs of capitalised words (joined by of/de/van/...), at sentence
+  start only when the word is not a pronoun/common word; possessive ``'s`` stripped; "quoted names";
+  ISO dates (written or resolved). Weekday and month names are not entities.
+* **Attributes** (`attributes`), for deterministic supersession: (key, value) pairs for a small set of
+  patterns, matched in first person ("I", "my", "we") and in the extractor style ("The user ...",
+  "The user's ..."), so LLM-written memories are comparable too:
+  ``residence`` (I live in / I'm based in / I moved [from X] to <Place>) and ``residence:<relative>``
+  ("my sister lives in Berlin"); ``name`` ("my name is", "call me") and ``name:<pet|partner|child>``
+  ("my dog's name is X", "my dog is called/named X", "I have a dog named X", "X is my dog"; husband,
+  wife, boyfriend, ... all map to ``partner``; a qualifier such as "older son" is part of the key,
+  "another"/"second"/"new" suppress the match); ``employer`` (I work at/for X, I'm a nurse at X, I got a
+  job at X, I joined <Org>); ``occupation`` (I work as a X, I'm a <job word>, I'm retired);
+  ``favourite:<thing>``; ``age`` (I'm 34 [years old], I turned 35, my age is); ``relationship``
+  (single/married/engaged/divorced/widowed/separated/in a relationship; "got married", "broke up");
+  ``prefer:<a|b>`` ("I prefer tea over coffee"); ``likes:<object>`` (like/love/enjoy vs don't like/hate).
+  Values compare case-insensitively, articles ignored; one value's words contained in the other's counts
+  as the same ("Paris" = "Paris, France"). Same key, different value -> the new fact supersedes.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date, timedelta
+
+# --------------------------------------------------------------------------- sentences
+
+_CODE_FENCE = re.compile(r"```.*?(?:```|\Z)", re.S)
+_INLINE_CODE = re.compile(r"`[^`\n]*`")
+_SPLIT = re.compile(r"(?<=[.!?])[\"')\]”’]*\s+")
+_BULLET = re.compile(r"^\s*(?:[-*•]+|\d{1,2}[.)])\s+")
+_ABBREV = re.compile(
+    r"(?:\b(?:mr|mrs|ms|dr|st|jr|sr|prof|vs|etc|approx|no|inc|ltd|co|mt|ft|e\.g|i\.e|a\.m|p\.m|u\.s)\.|\b[A-Z]\.)$",
+    re.I,
+)
+MAX_SENTENCE_CHARS = 400
+
+
+def user_sentences(text: str) -> list[str]:
+    """`split_sentences` of a user message, cut at a request that introduces pasted material
+    ("Summarize this: ...", "Translate the following:"): what follows is not about the user."""
+    out: list[str] = []
+    for sentence in split_sentences(text):
+        head, colon, _ = sentence.partition(":")
+        first = head.split()[0].lower().strip(",.!") if head.split() else ""
+        if colon and first in _IMPERATIVE and not _CALL_ME.match(sentence):
+            break
+        out.append(sentence)
+    return out
+
+
+def split_sentences(text: str) -> list[str]:
+    """Sentences of a message: code removed, split on lines/bullets and on . ! ? (not after abbreviations)."""
+    text = _INLINE_CODE.sub(" ", _CODE_FENCE.sub("\n", text or "")).replace("’", "'").replace("‘", "'")
+    out: list[str] = []
+    for line in text.splitlines():
+        line = _BULLET.sub("", line).strip()
+        if not line:
+            continue
+        pieces = _SPLIT.split(line)
+        merged: list[str] = []
+        for piece in pieces:
+            if merged and _ABBREV.search(merged[-1]):
+                merged[-1] = f"{merged[-1]} {piece}"
+            else:
+                merged.append(piece)
+        out.extend(" ".join(p.split()) for p in merged if p.strip())
+    return out
+
+
+_GREETING = re.compile(
+    r"^(?:hi|hey|hello|hiya|howdy|yo|good (?:morning|afternoon|evening))(?:\s+[\w']+){0,2}\s*[,!.:;-]+\s*", re.I
+)
+_FILLER = re.compile(
+    r"^(?:oh|ah|well|so|btw|by the way|also|and|but|actually|anyway|anyways|ok|okay|yeah|yes|yep|no|nope|um+|uh+|"
+    r"hmm+|fyi|just so you know|for the record|for context|thanks|thank you|lol|haha+|cool|great|sure|alright|right|"
+    r"sorry|oops|basically|honestly|"
+    r"hi|hey|hello|oh and|and also|plus|(?:please\s+)?(?:remember|note|know|keep in mind|don't forget)\s+that|"
+    r"i(?:\s+want|\s+need|\s+would like|'d like)\s+you\s+to\s+(?:know|remember|note)\s+that)(?:\s*[,!.:;-]+\s*|\s+)",
+    re.I,
+)
+_LONE_I = re.compile(r"(?<![\w'])i(?=$|[\s']|[,;:!?])")
+
+
+def clean_sentence(sentence: str) -> str:
+    """Strip leading greetings/fillers, capitalise a lone ``i`` and the first letter."""
+    s = sentence.strip()
+    for _ in range(6):
+        stripped = _GREETING.sub("", s, count=1)
+        stripped = _FILLER.sub("", stripped, count=1)
+        if stripped == s or not stripped.strip(" .,!?"):
+            break
+        s = stripped.strip()
+    s = _LONE_I.sub("I", s)
+    return s[:1].upper() + s[1:] if s else s
+
+
+def finalize(sentence: str) -> str:
+    """Terminal punctuation normalised to a single period."""
+    return sentence.rstrip(" .!?…;:,") + "."
+
+
+# --------------------------------------------------------------------------- fact / non-fact
+
+_WORD = re.compile(r"[A-Za-z0-9][\w'-]*")
+_FIRST_PERSON = re.compile(
+    r"\b(?:i|i'm|i've|i'd|i'll|im|ive|my|mine|myself|me|we|we're|we've|we'd|we'll|our|ours|ourselves|us)\b", re.I
+)
+_WH = {"what", "who", "whom", "whose", "where", "when", "why", "how", "which", "what's", "who's", "where's",
+       "how's", "when's", "why's", "whats", "hows", "wheres"}
+_AUX = {"is", "are", "am", "was", "were", "do", "does", "did", "can", "could", "would", "will", "should", "shall",
+        "may", "might", "must", "have", "has", "had", "isn't", "aren't", "don't", "doesn't", "didn't", "can't",
+        "couldn't", "wouldn't", "won't", "shouldn't", "wasn't", "weren't", "haven't", "hasn't"}
+_SUBJECTS = {"you", "i", "we", "it", "he", "she", "they", "there", "this", "that", "your", "my", "the", "a", "an",
+             "u", "ya", "anyone", "someone", "any", "these", "those"}
+_WH_NEXT = {"old", "much", "many", "long", "far", "often", "come", "about", "else", "kind", "sort", "type", "do",
+            "to"} | _AUX
+_IMPERATIVE = {
+    "write", "tell", "give", "show", "help", "explain", "make", "create", "generate", "list", "translate",
+    "summarize", "summarise", "find", "suggest", "recommend", "draft", "compose", "describe", "remind", "please",
+    "send", "calculate", "compute", "fix", "rewrite", "check", "search", "look", "provide", "teach", "define",
+    "compare", "convert", "draw", "sing", "say", "continue", "repeat", "try", "use", "imagine", "pretend", "act",
+    "plan", "book", "name", "think", "consider", "keep", "stop", "forget", "remember", "note", "add", "remove",
+    "answer", "respond", "reply", "edit", "proofread", "format", "shorten", "expand", "improve", "analyze",
+    "analyse", "read", "go", "do", "let", "let's", "lets", "call", "give", "code", "debug", "refactor", "implement",
+    "brainstorm", "outline", "review", "assume", "ignore",
+}
+_CHITCHAT = re.compile(
+    r"^(?:hi|hey|hello|hiya|yo|sup|good (?:morning|afternoon|evening|night)|thanks?(?: you)?(?: so much| a lot)?|"
+    r"thx|ty|ok|okay|k|lol|lmao|haha+|hehe+|cool|nice|great|awesome|perfect|sure|yes|no|yep|nope|yeah|nah|bye|"
+    r"goodbye|see you|cheers|wow|oh|ah|hmm+|i see|got it|sounds good|makes sense|that's (?:great|nice|cool|"
+    r"helpful|perfect|funny|interesting)|how are you(?: doing)?(?: today)?|what's up|i'm (?:fine|good|ok|okay|"
+    r"great|well|alright|doing (?:well|good|great|fine|ok|okay)|back|here|sorry|not sure|curious|confused|bored|"
+    r"just curious|just asking|kidding|joking|tired|hungry|sleepy|bored|busy|so tired|exhausted)|i am (?:fine|good|ok|okay|great|well|sorry|not sure)|"
+    r"i (?:agree|understand|know|guess|guess so|think so|hope so|dunno|don't know|do not know|see what you mean|"
+    r"love it|like it|like that|love that|love this|like this|appreciate it|appreciate that|mean)|me too|"
+    r"my bad|my pleasure|no problem|no worries|you too|same here)"
+    r"(?:[\s,]+(?:thanks|thank you|too|now|today|lol|haha|then|a lot|so much|again|man|dude|buddy))*$",
+    re.I,
+)
+_META = re.compile(
+    r"^i (?:have|got|'ve got) (?:a|another|one more|some|two|a few)(?: quick| small| follow-up| followup| last)? "
+    r"questions?\b|^i(?:\s+need|\s+want|\s+would like|'d like) (?:some |your |a little |more )?(?:help|advice|assistance|"
+    r"ideas|suggestions|recommendations|tips|feedback)\b|^i(?:\s+want|\s+need|\s+would like|'d like|\s+wanted) you to\b|"
+    r"^i (?:don't|do not|didn't|did not) (?:understand|get it|follow)\b|^i (?:meant|mean|was asking|"
+    r"was just asking|asked)\b|^i (?:was wondering|wonder|am wondering|'m wondering)\b|"
+    r"\byou(?:'re| are) (?:right|wrong|welcome|correct|amazing|great|awesome|the best|so helpful|helpful)\b|"
+    r"\byour (?:answer|response|reply|suggestions?|poem|story|joke|explanation|code|help|ideas?|advice|summary|"
+    r"last message|previous message|message|list)\b|\b(?:can|could|would|will) you\b|"
+    r"^i(?:\s+want|\s+need|\s+would like|'d like) (?:a|an|some|the) (?:poem|joke|story|list|summary|recipe|email|letter|"
+    r"essay|code|script|song|haiku|explanation|example|draft|translation|outline|ideas?|suggestions?)\b",
+    re.I,
+)
+_ADDRESSED = re.compile(r"\b(?:you|your|yours|yourself|u|ur)\b", re.I)
+_CONVERSATIONAL = re.compile(
+    r"^(?:here's|here is|here are|below is|attached is|following is)\b|\bwhat i (?:asked|meant|said|wanted)\b|"
+    r"^i (?:don't|do not) (?:think|know (?:what|why|if|whether|about|which|where))\b|"
+    r"^i(?:'m| am) not sure\b|^i (?:got it|get it|see|understand)\b",
+    re.I,
+)
+_CALL_ME = re.compile(r"^(?:please\s+)?call me\b", re.I)
+_HYPOTHETICAL = re.compile(r"^(?:if|imagine|suppose|supposing|pretend|assuming|what if|let's say)\b|\bif i were\b", re.I)
+
+
+def drop_reason(sentence: str, *, has_attributes: bool = False) -> str | None:
+    """Why ``sentence`` (already `clean_sentence`-ed) is not a durable user fact, or None to keep it."""
+    s = sentence.strip()
+    words = [w.lower() for w in _WORD.findall(s)]
+    if not words:
+        return "empty"
+    if len(s) > MAX_SENTENCE_CHARS:
+        return "too long"
+    if s.rstrip(" .!\"')").endswith("?"):
+        return "question"
+    bare = s.strip(" .!?…\"'()").lower()
+    if _CHITCHAT.match(bare):
+        return "chit-chat"
+    first, second = words[0], (words[1] if len(words) > 1 else "")
+    if first in _WH and (len(words) == 1 or second in _WH_NEXT or "'" in first):
+        return "question"
+    if first in _AUX and second in _SUBJECTS:
+        return "question"
+    if _HYPOTHETICAL.search(s):
+        return "hypothetical"
+    if _META.search(s) or _CONVERSATIONAL.search(s):
+        return "request or meta-talk"
+    if first in _IMPERATIVE and not _CALL_ME.match(s):
+        return "request"
+    if has_attributes:
+        return None
+    if _ADDRESSED.search(s):
+        return "addressed to the assistant"
+    if not _FIRST_PERSON.search(s):
+        return "not about the user"
+    if len(words) + sum(1 for w in words if "'" in w and not w.endswith("'s")) < 3:
+        return "too short"  # contractions count twice: "I'm vegan." is kept, "My bad." is not
+    return None
+
+
+# --------------------------------------------------------------------------- relative dates
+
+WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+MONTHS = ("january", "february", "march", "april", "may", "june", "july", "august", "september", "october",
+          "november", "december")
+_NUMBERS = {"a": 1, "an": 1, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7,
+            "eight": 8, "nine": 9, "ten": 10, "a couple of": 2, "couple of": 2}
+_WD = "|".join(WEEKDAYS)
+_NUM = r"\d{1,3}|a couple of|couple of|an|a|one|two|three|four|five|six|seven|eight|nine|ten"
+_PART = r"(?:\s+(?:morning|afternoon|evening|night))?"
+_DATES = re.compile(
+    r"\b(?:(?P<dby>the day before yesterday)|(?P<dat>the day after tomorrow)|(?P<yest>yesterday" + _PART
+    + r"|last night)|(?P<today>today|tonight|this (?:morning|afternoon|evening))|(?P<tom>tomorrow" + _PART
+    + r")|(?P<rel>last|next|this) (?:(?P<wd>" + _WD + r")|(?P<unit>week|month|year))|(?P<n>" + _NUM
+    + r") (?P<agounit>days?|weeks?|months?|years?) ago)\b(?!\s*\((?:on|in|week of|around) )",
+    re.I,
+)
+
+
+def _shift_month(d: date, months: int) -> str:
+    index = d.year * 12 + d.month - 1 + months
+    return f"{index // 12:04d}-{index % 12 + 1:02d}"
+
+
+def _date_note(m: re.Match[str], day: date) -> tuple[str, str] | None:
+    g = m.groupdict()
+    if g["dby"]:
+        return "on", (day - timedelta(days=2)).isoformat()
+    if g["dat"]:
+        return "on", (day + timedelta(days=2)).isoformat()
+    if g["yest"]:
+        return "on", (day - timedelta(days=1)).isoformat()
+    if g["today"]:
+        return "on", day.isoformat()
+    if g["tom"]:
+        return "on", (day + timedelta(days=1)).isoformat()
+    rel = (g["rel"] or "").lower()
+    if g["wd"]:
+        target = WEEKDAYS.index(g["wd"].lower())
+        if rel == "last":
+            delta = -((day.weekday() - target - 1) % 7 + 1)
+        elif rel == "next":
+            delta = (target - day.weekday() - 1) % 7 + 1
+        else:
+            delta = target - day.weekday()
+        return "on", (day + timedelta(days=delta)).isoformat()
+    step = {"last": -1, "next": 1, "this": 0}.get(rel, 0)
+    unit = (g["unit"] or "").lower()
+    if unit == "week":
+        monday = day - timedelta(days=day.weekday()) + timedelta(weeks=step)
+        return "week of", monday.isoformat()
+    if unit == "month":
+        return "in", _shift_month(day, step)
+    if unit == "year":
+        return "in", f"{day.year + step:04d}"
+    if g["n"]:
+        raw = g["n"].lower()
+        n = int(raw) if raw.isdigit() else _NUMBERS[raw]
+        agounit = g["agounit"].lower().rstrip("s")
+        if agounit == "day":
+            return "on", (day - timedelta(days=n)).isoformat()
+        if agounit == "week":
+            return "around", (day - timedelta(weeks=n)).isoformat()
+        if agounit == "month":
+            return "in", _shift_month(day, -n)
+        return "in", f"{day.year - n:04d}"
+    return None
+
+
+def resolve_relative_dates(sentence: str, day: date) -> tuple[str, list[str]]:
+    """Annotate relative date phrases with the absolute date; returns (text, resolved ISO strings)."""
+    found: list[str] = []
+
+    def repl(m: re.Match[str]) -> str:
+        note = _date_note(m, day)
+        if note is None:
+            return m.group(0)
+        found.append(note[1])
+        return f"{m.group(0)} ({note[0]} {note[1]})"
+
+    return _DATES.sub(repl, sentence), found
+
+
+ISO_DATE = re.compile(r"\b\d{4}-\d{2}-\d{2}\b")
+
+# --------------------------------------------------------------------------- entities
+
+_ENTITY_WORD = re.compile(r"[^\W\d_][\w'&.-]*|\d+")
+_CONNECTORS = {"of", "de", "da", "del", "der", "du", "van", "von", "la", "le", "y", "&"}
+_NOT_ENTITY = {"i", "i'm", "i've", "i'd", "i'll", "ok", "okay", "lol", "omg", "btw", "fyi", "tbh", "imo"}
+_NOT_ENTITY |= set(WEEKDAYS) | set(MONTHS) | {d[:3] for d in WEEKDAYS} | {"mon", "tues", "thurs", "sept"}
+_COMMON_START = {
+    "my", "me", "we", "our", "us", "you", "your", "he", "she", "it", "they", "them", "his", "her", "their", "its",
+    "this", "that", "these", "those", "there", "here", "the", "a", "an", "some", "any", "every", "each", "all",
+    "both", "no", "none", "and", "but", "or", "so", "because", "since", "although", "though", "when", "while",
+    "if", "as", "after", "before", "until", "once", "yesterday", "today", "tomorrow", "tonight", "now", "then",
+    "also", "actually", "recently", "currently", "finally", "just", "still", "already", "usually", "always",
+    "never", "sometimes", "often", "last", "next", "lately", "soon", "later", "anyway", "maybe", "perhaps",
+    "probably", "definitely", "honestly", "basically", "well", "oh", "yes", "yeah", "hi", "hello", "hey",
+    "thanks", "please", "in", "on", "at", "for", "from", "to", "with", "about", "during", "over", "under", "by",
+    "of", "is", "are", "was", "were", "have", "has", "had", "do", "does", "did", "been", "one", "two", "three",
+    "what", "who", "where", "why", "how", "which", "not", "most", "many", "much", "more", "very", "only", "even",
+    "mom", "dad", "mum", "family", "work", "home", "like", "love", "currently", "nowadays", "sadly", "luckily",
+    "im", "ive", "id", "ill", "dont", "cant",
+} | _WH | _AUX | _IMPERATIVE
+_TITLES = {"dr", "mr", "mrs", "ms", "st", "prof", "mt", "jr", "sr", "ft"}
+_QUOTED = re.compile(r"[\"“]([^\"”\n]{1,60})[\"”]|(?:^|(?<=\s))'([^'\n]{1,60})'(?=[\s.,!?;:]|$)")
+
+
+def extract_entities(sentence: str) -> list[str]:
+    """Proper-name-like spans, quoted names and ISO dates in ``sentence`` (deduplicated, in order)."""
+    words = list(_ENTITY_WORD.finditer(sentence))
+    spans: list[str] = []
+    current: list[str] = []
+    pending: list[str] = []  # connectors waiting for a following capitalised word
+    prev_end = None
+
+    def flush() -> None:
+        if current:
+            spans.append(" ".join(current))
+        current.clear()
+        pending.clear()
+
+    for index, m in enumerate(words):
+        raw = m.group(0).rstrip(".")
+        title = raw.lower() in _TITLES and m.group(0).endswith(".")
+        raw = raw + "." if title else raw
+        possessive = raw.lower().endswith("'s")
+        word = raw[:-2] if possessive else raw
+        gap = sentence[prev_end:m.start()] if prev_end is not None else ""
+        if current and gap.strip():
+            flush()
+        prev_end = m.end()
+        low = word.lower()
+        is_cap = bool(word) and word[0].isupper() and low not in _NOT_ENTITY
+        if is_cap and index == 0 and (
+            low in _COMMON_START or "'" in low or (low.endswith(("ly", "ing")) and len(words) > 1)
+        ):
+            is_cap = False
+        if is_cap:
+            current.extend(pending)
+            pending.clear()
+            current.append(word)
+            if possessive or (m.group(0).endswith(".") and not title):
+                flush()
+        elif current and low in _CONNECTORS and not possessive:
+            pending.append(word)
+        else:
+            flush()
+    flush()
+    for m in _QUOTED.finditer(sentence):
+        inner = (m.group(1) or m.group(2) or "").strip(" .,!?")
+        if inner and len(inner.split()) <= 6:
+            spans.append(inner)
+    spans.extend(ISO_DATE.findall(sentence))
+    return dedupe(spans)
+
+
+def dedupe(items: list[str]) -> list[str]:
+    seen: set[str] = set()
+    out: list[str] = []
+    for item in items:
+        item = " ".join(item.split())
+        key = item.casefold()
+        if item and key not in seen:
+            seen.add(key)
+            out.append(item)
+    return out
+
+
+# --------------------------------------------------------------------------- attributes (supersession)
+
+_S = r"(?:\bI\b|\bwe\b|\b(?:the\s+)?user\b)"
+_BE = r"\s+(?:am|are|is)"
+_ADV = r"(?:\s+(?:now|currently|still|recently|just|finally|actually|officially|happily|newly|already|presently))*"
+_POSS = r"(?:\bmy|\bour|\b(?:the\s+)?user's)"
+_CAPW = r"(?-i:[A-Z][\w'&-]*\.?)"
+_CAPS = rf"{_CAPW}(?:\s+(?:(?:of|de|del|la|le|am|upon|sur)\s+)?{_CAPW})*"
+_PLACE = rf"(?P<v>{_CAPS})"
+_NAME = r"(?P<v>(?-i:[A-Z][\w'-]*)(?:\s+(?-i:[A-Z][\w'-]*))?)"
+_ORG = rf"(?P<v>{_CAPS}|(?:a|an|the)\s+[\w-]+(?:\s+[\w-]+){{0,2}})"
+_PHRASE = r"[\w' -]{1,40}?"
+_END = (r"(?=\s*(?:[.,!;:(]|$)|\s+(?:because|since|as|but|and|now|these days|nowadays|anyway|though|lately|"
+        r"a lot|very much|so much|more than|better than|over|too)\b)")
+_JOBS = (
+    "nurse|doctor|physician|surgeon|teacher|professor|lecturer|engineer|developer|programmer|lawyer|attorney|"
+    "accountant|student|designer|architect|chef|cook|baker|writer|author|journalist|editor|scientist|researcher|"
+    "manager|consultant|pharmacist|dentist|firefighter|police officer|officer|electrician|plumber|carpenter|"
+    "mechanic|farmer|pilot|driver|artist|musician|photographer|analyst|therapist|psychologist|psychiatrist|"
+    "paramedic|veterinarian|vet|salesperson|cashier|waiter|waitress|barista|librarian|translator|economist|"
+    "banker|entrepreneur|founder|freelancer|contractor|data scientist|intern|nanny|caregiver|social worker|"
+    "midwife|soldier|accountant|secretary|assistant|receptionist|technician|coach|trainer|actor|actress|"
+    "dancer|singer|student|PhD student|grad student|postdoc|CEO|CTO|CFO|product manager|project manager"
+)
+_PETS = {"dog": "dog", "puppy": "dog", "pup": "dog", "cat": "cat", "kitten": "cat", "kitty": "cat",
+         "hamster": "hamster", "rabbit": "rabbit", "bunny": "rabbit", "parrot": "parrot", "bird": "bird",
+         "fish": "fish", "horse": "horse", "turtle": "turtle", "tortoise": "tortoise", "guinea pig": "guinea pig",
+         "snake": "snake", "ferret": "ferret", "pet": "pet"}
+_PARTNERS = {w: "partner" for w in ("husband", "wife", "spouse", "partner", "boyfriend", "girlfriend", "fiance",
+                                    "fiancé", "fiancee", "fiancée")}
+_CHILDREN = {"son": "son", "daughter": "daughter", "child": "child", "kid": "child", "baby": "child"}
+_NAMED_RELS = {**_PETS, **_PARTNERS, **_CHILDREN}
+_RELATIVES = {**_PARTNERS, **_CHILDREN, "sister": "sister", "brother": "brother", "mom": "mother", "mum": "mother",
+              "mother": "mother", "dad": "father", "father": "father", "parents": "parents",
+              "grandma": "grandmother", "grandmother": "grandmother", "grandpa": "grandfather",
+              "grandfather": "grandfather", "grandparents": "grandparents", "best friend": "best friend"}
+
+
+def _alt(words: dict[str, str]) -> str:
+    return "|".join(sorted(map(re.escape, words), key=len, reverse=True))
+
+
+_QUAL = r"(?:(?P<q>new|old|older|younger|little|big|elder|eldest|oldest|youngest|first|second|third|other|" \
+        r"another|middle|only|twin)\s+)?"
+_SKIP_QUAL = {"new", "old", "second", "third", "other", "another"}
+_QUAL_NORM = {"older": "older", "elder": "older", "big": "older", "younger": "younger", "little": "younger",
+              "eldest": "eldest", "oldest": "eldest", "first": "eldest", "youngest": "youngest",
+              "middle": "middle", "twin": "twin", "only": ""}
+_NREL = rf"{_QUAL}(?P<rel>{_alt(_NAMED_RELS)})"
+_RREL = rf"{_QUAL}(?P<rel>{_alt(_RELATIVES)})"
+_STATUS = {"single": "single", "married": "married", "engaged": "engaged", "divorced": "divorced",
+           "widowed": "widowed", "separated": "separated", "widow": "widowed", "widower": "widowed",
+           "boyfriend": "in a relationship", "girlfriend": "in a relationship", "partner": "in a relationship",
+           "husband": "married", "wife": "married", "fiance": "engaged", "fiancé": "engaged",
+           "fiancee": "engaged", "fiancée": "engaged"}
+_NOT_VALUE = {"moment", "weekend", "weekends", "night", "nights", "home", "time", "same time", "minute", "office",
+              "end", "day", "beginning", "least", "most", "first", "it", "this", "that", "them", "you", "him",
+              "her", "these", "those", "your", "everything", "nothing", "something", "anything", "lot", "bit"}
+
+
+def _p(pattern: str) -> re.Pattern[str]:
+    return re.compile(pattern, re.I)
+
+
+# (regex, kind); `_pairs` turns a match of each kind into (key, value) pairs.
+_PATTERNS: list[tuple[re.Pattern[str], str]] = [
+    (_p(rf"{_S}(?:{_BE})?{_ADV}\s+(?:live|lives|living|reside|resides|residing)\s+in\s+{_PLACE}"), "residence"),
+    (_p(rf"{_S}(?:{_BE}|\s+have|\s+has)?{_ADV}\s+(?:moved|relocated)(?:\s+(?:back|house|here|there|away))?"
+        rf"(?:\s+from\s+{_CAPS})?\s+to\s+{_PLACE}"), "residence"),
+    (_p(rf"{_S}{_BE}{_ADV}\s+based\s+(?:in|out\s+of)\s+{_PLACE}"), "residence"),
+    (_p(rf"{_POSS}\s+{_RREL}(?:,?\s+(?-i:[A-Z]\w+),?)?{_ADV}\s+(?:(?:lives?|is\s+living|are\s+living|resides?|"
+        rf"is\s+based|are\s+based)\s+in|(?:has\s+|have\s+)?(?:moved|relocated)(?:\s+back)?(?:\s+from\s+{_CAPS})?"
+        rf"\s+to)\s+{_PLACE}"), "rel-residence"),
+    *((_p(rx), "name") for rx in (
+        rf"{_POSS}\s+name\s+is\s+{_NAME}", rf"\bcall\s+me\s+{_NAME}", rf"{_S}\s+go\s+by\s+{_NAME}",
+        rf"{_S}(?:{_BE})?\s+(?:called|named)\s+{_NAME}")),
+    *((_p(rx), "rel-name") for rx in (
+        rf"{_POSS}\s+{_NREL}'s\s+name\s+is\s+{_NAME}", rf"{_POSS}\s+{_NREL}(?:\s+is)?\s+(?:called|named)\s+{_NAME}",
+        rf"{_S}\s+(?:have|has|got|adopted|have\s+got)\s+(?:a|an)\s+{_NREL}\s+(?:called|named)\s+{_NAME}",
+        rf"^{_NAME}\s+is\s+{_POSS}\s+{_NREL}\b(?!')")),
+    (_p(rf"{_S}(?:{_BE})?{_ADV}\s+(?:work|works|working|employed)(?:\s+as\s+(?:a|an)\s+[\w-]+(?:\s+[\w-]+){{0,2}}?)?"
+        rf"\s+(?:at|for)\s+{_ORG}"), "employer"),
+    (_p(rf"{_S}{_BE}{_ADV}\s+(?:a|an)\s+(?:[\w-]+\s+){{0,2}}?(?:{_JOBS})\s+(?:at|for|with)\s+{_ORG}"), "employer"),
+    (_p(rf"{_S}(?:\s+have\s+got|\s+got|\s+have|\s+has|\s+started|\s+accepted|\s+took|\s+landed|\s+found){_ADV}"
+        rf"\s+(?:a\s+)?(?:new\s+)?(?:job|position|role|internship)\s+(?:at|with)\s+{_ORG}"), "employer"),
+    (_p(rf"{_S}(?:\s+have)?{_ADV}\s+(?:joined|started\s+(?:working\s+)?at)\s+(?P<v>{_CAPS})"), "employer"),
+    (_p(rf"{_S}(?:{_BE})?{_ADV}\s+(?:work|works|working|employed)(?:\s+(?:at|for)\s+{_CAPS})?\s+as\s+(?:a|an)\s+"
+        r"(?P<v>[\w-]+(?:\s+[\w-]+){0,2})"), "occupation"),
+    (_p(rf"{_S}{_BE}{_ADV}\s+(?:a|an)\s+(?P<v>(?:[\w-]+\s+){{0,2}}?(?:{_JOBS}))\b"), "occupation"),
+    (_p(rf"{_POSS}\s+(?:job|occupation|profession|job\s+title)\s+is\s+(?:(?:a|an)\s+)?(?P<v>[\w-]+(?:\s+[\w-]+){{0,2}})"),
+     "occupation"),
+    (_p(rf"{_S}{_BE}{_ADV}\s+(?P<v>retired|unemployed|self-employed|between\s+jobs)\b"), "occupation"),
+    (_p(rf"{_POSS}\s+(?:all-time\s+|absolute\s+)?(?:favou?rite|fav|fave)\s+(?P<k>[\w-]+(?:\s+[\w-]+){{0,3}}?)\s+"
+        r"(?:is|are|was|has\s+always\s+been)\s+(?P<v>[^,.;!?(]+)"), "favourite"),
+    (_p(rf"^(?P<v>{_PHRASE})\s+(?:is|are)(?:\s+still|\s+now)?\s+{_POSS}\s+(?:all-time\s+)?(?:favou?rite|fav|fave)"
+        r"\s+(?P<k>[\w-]+(?:\s+[\w-]+){0,3})"), "favourite"),
+    (_p(rf"{_S}{_BE}{_ADV}\s+(?P<v>\d{{1,3}})(?=\s*(?:years?\s+old|yrs?\s+old|y/?o)\b|\s*(?:[.,!;(]|$)|"
+        r"\s+(?:now|today|this year|and|but|btw|lol|so)\b)"), "age"),
+    (_p(rf"{_S}{_ADV}\s+turned\s+(?P<v>\d{{1,3}})\b|{_POSS}\s+age\s+is\s+(?P<v2>\d{{1,3}})\b"), "age"),
+    (_p(rf"{_S}{_BE}{_ADV}\s+(?:a\s+)?(?P<v>single|married|engaged(?!\s+(?:in|with|on|by|for)\b)|divorced|widowed|"
+        r"separated|widow|widower|in\s+a\s+(?:[\w-]+\s+)?relationship|dating\s+someone|seeing\s+someone)(?![\w-])"),
+     "relationship"),
+    (_p(rf"{_S}(?:\s+have)?{_ADV}\s+(?:got|gotten)\s+(?P<v>married|engaged|divorced)\b|"
+        rf"{_S}(?:\s+have)?{_ADV}\s+(?:broke|broken|split)\s+up\b(?P<up>)|"
+        rf"{_S}\s+(?:have|has)\s+a\s+(?P<v2>{_alt(_STATUS)})\b|{_S}{_ADV}\s+married\s+(?P<m>(?-i:[A-Z]))"),
+     "relationship"),
+    (_p(rf"{_S}{_ADV}\s+(?:prefer|prefers)\s+(?P<a>{_PHRASE})\s+(?:over|to|more\s+than|rather\s+than|instead\s+of|"
+        rf"better\s+than)\s+(?P<b>{_PHRASE}){_END}|{_S}{_ADV}\s+(?:like|likes|love|loves)\s+(?P<a2>{_PHRASE})\s+"
+        rf"(?:more\s+than|better\s+than|over)\s+(?P<b2>{_PHRASE}){_END}"), "prefer"),
+    (_p(rf"{_S}{_ADV}\s+(?:really\s+|absolutely\s+|truly\s+)?(?:love|loves|like|likes|enjoy|enjoys|adore|adores)"
+        rf"\s+(?P<v>{_PHRASE}){_END}"), "likes"),
+    (_p(rf"{_S}\s+(?:(?:do|does)\s+not|don't|doesn't|no\s+longer|never)\s+(?:really\s+)?(?:like|love|enjoy|likes|"
+        rf"loves|enjoys)\s+(?P<v>{_PHRASE}){_END}|{_S}{_ADV}\s+(?:really\s+)?(?:hate|hates|dislike|dislikes|detest|"
+        rf"detests|can't\s+stand|cannot\s+stand)\s+(?P<v2>{_PHRASE}){_END}"), "dislikes"),
+]
+
+_CUT = re.compile(
+    r"\s+(?:and|but|because|since|as|with|for|in|on|at|near|where|which|who|that|now|these days|nowadays|"
+    r"anymore|though|although|when|while|from|so|too|also|lately|recently|currently|still|these|this|"
+    r"every|each|a lot|very much|so much)\b.*$|[,;:(].*$",
+    re.I,
+)
+_ARTICLES = re.compile(r"^(?:(?:a|an|the)\s+)+", re.I)
+_CONTRACTIONS = [
+    (re.compile(r"\b(?:I'm|im)\b", re.I), "I am"), (re.compile(r"\b(?:I've|ive)\b", re.I), "I have"),
+    (re.compile(r"\bwe're\b", re.I), "we are"), (re.compile(r"\bwe've\b", re.I), "we have"),
+    (re.compile(r"\b(name|age|job|occupation|profession)'s\b", re.I), r"\1 is"),
+]
+
+
+def _value(raw: str | None, *, cut: bool = True) -> str:
+    v = (raw or "").strip()
+    if cut:
+        v = _CUT.sub("", v)
+    v = _ARTICLES.sub("", v.strip()).strip(" .,!?'\"").lower()
+    v = re.sub(r"'s$", "", v)
+    return " ".join(v.split())
+
+
+def _qualified(m: re.Match[str], table: dict[str, str]) -> str | None:
+    """``name:dog``-style key suffix from the relation (+ qualifier); None when the qualifier means 'another'."""
+    qual = (m.group("q") or "").lower()
+    if qual in _SKIP_QUAL:
+        return None
+    rel = table[m.group("rel").lower()]
+    qual = _QUAL_NORM.get(qual, "")
+    return f"{qual} {rel}".strip()
+
+
+def _pairs(kind: str, m: re.Match[str]) -> list[tuple[str, str]]:
+    g = m.groupdict()
+    if kind in ("residence", "name"):
+        return [(kind, _value(g["v"], cut=False))]
+    if kind == "rel-residence":
+        rel = _qualified(m, _RELATIVES)
+        return [] if rel is None else [(f"residence:{rel}", _value(g["v"], cut=False))]
+    if kind == "rel-name":
+        rel = _qualified(m, _NAMED_RELS)
+        return [] if rel is None else [(f"name:{rel}", _value(g["v"], cut=False))]
+    if kind in ("employer", "occupation"):
+        return [(kind, _value(g["v"], cut=not g["v"][:1].isupper()))]
+    if kind == "favourite":
+        key = _value(g["k"]).replace("colour", "color")
+        key = key[:-1] if key.endswith("s") and not key.endswith("ss") and len(key) > 3 else key
+        return [(f"favourite:{key}", _value(g["v"]))] if key else []
+    if kind == "age":
+        value = g["v"] or g.get("v2")
+        return [("age", str(int(value)))] if value and 0 < int(value) < 130 else []
+    if kind == "relationship":
+        if g.get("up") is not None:
+            return [("relationship", "single")]
+        if g.get("m"):
+            return [("relationship", "married")]
+        raw = _value(g["v"] or g.get("v2"), cut=False)
+        if raw.startswith(("in a", "dating", "seeing")) or raw.endswith("relationship"):
+            return [("relationship", "in a relationship")]
+        return [("relationship", _STATUS.get(raw, raw))]
+    if kind == "prefer":
+        a, b = _value(g["a"] or g["a2"]), _value(g["b"] or g["b2"])
+        if not a or not b or a == b:
+            return []
+        return [("prefer:" + "|".join(sorted((a, b))), a)]
+    # likes / dislikes
+    obj = re.sub(r"^to\s+", "", _value(g["v"] or g.get("v2")))
+    if not obj or obj.split()[0] in _NOT_VALUE:
+        return []
+    return [(f"likes:{obj}", "yes" if kind == "likes" else "no")]
+
+
+def attributes(text: str) -> dict[str, str]:
+    """(attribute -> value) stated by ``text`` (first person or "The user ..."); later statements win."""
+    out: dict[str, str] = {}
+    for sentence in split_sentences(text):
+        s = sentence
+        for pattern, repl in _CONTRACTIONS:
+            s = pattern.sub(repl, s)
+        for pattern, kind in _PATTERNS:
+            for m in pattern.finditer(s):
+                for key, value in _pairs(kind, m):
+                    if not value or value in _NOT_VALUE:
+                        continue
+                    if kind in _NAMELIKE and value.split()[0] in _COMMON_START:
+                        continue  # "This is my dog", "I live in The ..." -> not a name/place
+                    out[key] = value
+    return out
+
+
+_NAMELIKE = {"residence", "rel-residence", "name", "rel-name", "employer", "favourite"}
+_STOP_TOKENS = {"a", "an", "the", "of"}
+
+
+def same_value(a: str, b: str) -> bool:
+    """Same attribute value: equal word sets, or one's words all contained in the other's."""
+    ta = set(re.findall(r"\w+", a.lower())) - _STOP_TOKENS
+    tb = set(re.findall(r"\w+", b.lower())) - _STOP_TOKENS
+    if not ta or not tb:
+        return a.strip().lower() == b.strip().lower()
+    return ta <= tb or tb <= ta
+
+
+def conflicts(new: dict[str, str], old: dict[str, str]) -> list[str]:
+    """Attributes both state with different values (new supersedes old when non-empty)."""
+    return [k for k, v in new.items() if k in old and not same_value(v, old[k])]

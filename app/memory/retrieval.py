@@ -1,0 +1,103 @@
+"""Retrieval for the chat pipeline: which memories to show the model, and how.
+
+The query is the latest user message plus a little recent context; the result is injected as one clearly
+delimited system section (never by rewriting the user's message), each memory with its date, capped by a
+token budget. Nothing is injected when nothing relevant is found.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from app.chat.pipeline import Retrieved
+from app.chat.request import message_text
+from app.memory.models import ScoredMemory
+from app.memory.serialize import rfc3339
+
+SECTION_OPEN = "<memchat-memory>"
+SECTION_CLOSE = "</memchat-memory>"
+SECTION_INTRO = (
+    "Long-term memory: facts this user shared in earlier conversations, each with the date it was recorded. "
+    "Use them when they are relevant; the user's latest message takes precedence over them."
+)
+_CONTEXT_CHARS = 300
+
+
+class SearchableStore(Protocol):
+    async def search(self, org_id: str, namespace: str, query: str, *, limit: int = 8,
+                     min_score: float | None = None) -> list[ScoredMemory]: ...
+
+    async def count(self, org_id: str, namespace: str) -> int: ...
+
+
+def build_query(messages: Sequence[dict[str, Any]]) -> str:
+    """The latest user message, plus the tail of the previous user message when the latest is short
+    ("and where does she live?" needs the turn before it)."""
+    users = [message_text(m) for m in messages if m.get("role") == "user"]
+    users = [u for u in users if u.strip() and SECTION_OPEN not in u]
+    if not users:
+        return ""
+    query = users[-1].strip()
+    if len(query.split()) < 8 and len(users) > 1:
+        query = users[-2].strip()[-_CONTEXT_CHARS:] + "\n" + query
+    return query[-4000:]
+
+
+def approx_tokens(text: str) -> int:
+    return max(1, len(text) // 4)
+
+
+def memory_ref(scored: ScoredMemory) -> dict[str, Any]:
+    memory = scored.memory
+    return {
+        "id": memory.id,
+        "content": memory.content,
+        "score": round(float(scored.score), 6),
+        "createdAt": rfc3339(memory.created_at),
+        "source": memory.source,
+        "sourceThreadId": memory.source_thread_id,
+        "sourceTurnId": memory.source_turn_id,
+    }
+
+
+def format_section(memories: Sequence[ScoredMemory], token_budget: int) -> tuple[str | None, list[ScoredMemory]]:
+    lines: list[str] = []
+    used: list[ScoredMemory] = []
+    budget = token_budget - approx_tokens(SECTION_INTRO) - 10
+    for scored in memories:
+        line = f"- ({scored.memory.created_at.date().isoformat()}) {' '.join(scored.memory.content.split())}"
+        cost = approx_tokens(line)
+        if cost > budget:
+            break
+        budget -= cost
+        lines.append(line)
+        used.append(scored)
+    if not lines:
+        return None, []
+    return "\n".join([SECTION_OPEN, SECTION_INTRO, *lines, SECTION_CLOSE]), used
+
+
+class MemoryRetriever:
+    def __init__(self, store: SearchableStore, *, top_k: int = 8, min_score: float | None = None,
+                 token_budget: int = 1200) -> None:
+        self.store = store
+        self.top_k = top_k
+        self.min_score = min_score
+        self.token_budget = token_budget
+
+    async def retrieve(self, org_id: str, namespace: str, messages: Sequence[dict[str, Any]]) -> Retrieved:
+        query = build_query(messages)
+        if not query:
+            return Retrieved()
+        found = await self.store.search(org_id, namespace, query, limit=self.top_k, min_score=self.min_score)
+        # Without a configured floor, a hit must have *some* relevance: a zero fused score means no
+        # retrieval leg matched at all.
+        found = [s for s in found if s.score > (self.min_score if self.min_score is not None else 0.0)]
+        section, used = format_section(found, self.token_budget)
+        return Retrieved(
+            refs=[memory_ref(s) for s in used],
+            section=section,
+            memories=[s.memory.content for s in used],
+            searched=len(found),
+        )

@@ -1,0 +1,225 @@
+"""Retrieval over the memories table: full-text (Lance native BM25), dense (flat or ANN
+cosine search over the embedder's vectors), and hybrids of the two.
+
+Every leg is a LanceDB query with the tenant filter as a *prefilter* (``where`` before
+``limit``): a tenant never sees -- or is ranked against -- another tenant's rows.
+
+Modes (`SearchConfig.mode`) and the scale of the score they return (higher = better):
+
+``fts``     BM25 ``_score`` from Lance's native inverted index (>= 0, unbounded).
+``dense``   cosine similarity, [-1, 1].
+``hybrid``  LanceDB's own hybrid query with its ``RRFReranker(K=rrf_k)`` (``_relevance_score``).
+``rrf``     reciprocal rank fusion done here: ``sum_leg w_leg / (rrf_k + rank_leg)``.
+``wsum``    weighted sum of per-leg scores mapped to [0, 1] (BM25 ``s / (s + bm25_c)``;
+            cosine ``(cos - cos_floor) / (1 - cos_floor)`` clipped), divided by the sum of
+            the weights, so the result is in [0, 1]; a hit found by one leg only gets 0
+            from the other.
+
+Which one is the default is decided by ``scripts/bench_retrieval.py`` (docs/benchmarks.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import re
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Literal
+
+import msgspec
+import numpy as np
+
+SearchMode = Literal["fts", "dense", "hybrid", "rrf", "wsum"]
+MODES: tuple[str, ...] = ("fts", "dense", "hybrid", "rrf", "wsum")
+
+# Interrogatives, pronouns and auxiliaries that questions are made of but stored memories
+# rarely share in a useful way. Lance's English tokenizer already drops the Lucene stop
+# words ("the", "of", "is", ...); this list is applied to *queries* only (``preprocess``).
+QUESTION_STOP_WORDS = frozenset(
+    """
+    what whats what's which who whom whose when where why how
+    i me my mine myself we us our ours you your yours he him his she her hers it its they them
+    their do does did done doing am is are was were be been being have has had having
+    can could would should will shall may might must
+    a an the of to in on at for from by with about as into and or but not no
+    this that these those there here any some ever again
+    tell remind recall remember know say said mention mentioned
+    """.split()
+)
+
+_WORD = re.compile(r"[\w']+", re.UNICODE)
+
+
+class SearchConfig(msgspec.Struct, frozen=True, kw_only=True):
+    """How `MemoryStore.search` retrieves. The default is the benchmark's pick."""
+
+    mode: SearchMode = "wsum"
+    # FTS column: "search_text" (content + the memory's date in words) or "content".
+    fts_column: str = "search_text"
+    # Candidates fetched per leg before fusion (fusion modes only); at least ``limit``.
+    candidates: int = 30
+    rrf_k: float = 60.0
+    w_fts: float = 1.0
+    w_dense: float = 1.0
+    # wsum normalisation constants.
+    bm25_c: float = 5.0
+    cos_floor: float = 0.2
+    # "none" or "questions" (drop QUESTION_STOP_WORDS from the FTS query text).
+    preprocess: Literal["none", "questions"] = "none"
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"search mode must be one of {MODES}, not {self.mode!r}")
+        if self.preprocess not in ("none", "questions"):
+            raise ValueError("preprocess must be 'none' or 'questions'")
+        if self.fts_column not in ("search_text", "content"):
+            raise ValueError("fts_column must be 'search_text' or 'content'")
+
+    @property
+    def needs_vectors(self) -> bool:
+        return self.mode != "fts"
+
+
+def preprocess_query(text: str, how: str) -> str:
+    if how == "none":
+        return text
+    words = [w for w in _WORD.findall(text) if w.lower() not in QUESTION_STOP_WORDS]
+    # Never turn a query into nothing: fall back to the raw text.
+    return " ".join(words) if words else text
+
+
+Row = dict[str, Any]
+Hit = tuple[Row, float]
+Where = str
+
+
+def _rows(tbl) -> list[Row]:
+    return tbl.to_pylist()
+
+
+async def fts_leg(table, text: str, where: Where, k: int, column: str, select: Sequence[str]) -> list[Hit]:
+    """BM25 hits, best first. Lance searches rows not yet in the inverted index with a flat
+    scan (and, because ``columns`` is given, works even before any FTS index exists)."""
+    if not text.strip():
+        return []
+    q = (
+        table.query()
+        .nearest_to_text(text, columns=column)
+        .where(where)
+        .select([*select, "_score"])
+        .limit(k)
+    )
+    rows = _rows(await q.to_arrow())
+    return [(r, float(r.pop("_score"))) for r in rows]
+
+
+async def dense_leg(table, vector: np.ndarray, where: Where, k: int, select: Sequence[str], **opts: Any) -> list[Hit]:
+    """Cosine-similarity hits, best first (score = 1 - cosine distance)."""
+    q = (
+        table.query()
+        .nearest_to(np.asarray(vector, dtype=np.float32))
+        .column("vector")
+        .distance_type("cosine")
+        .where(where)
+        .select([*select, "_distance"])
+        .limit(k)
+    )
+    if opts.get("nprobes"):
+        q = q.nprobes(int(opts["nprobes"]))
+    if opts.get("refine_factor"):
+        q = q.refine_factor(int(opts["refine_factor"]))
+    rows = _rows(await q.to_arrow())
+    return [(r, 1.0 - float(r.pop("_distance"))) for r in rows]
+
+
+async def lancedb_hybrid(
+    table, text: str, vector: np.ndarray, where: Where, k: int, column: str, select: Sequence[str], rrf_k: float
+) -> list[Hit]:
+    from lancedb.rerankers import RRFReranker
+
+    q = (
+        table.query()
+        .nearest_to(np.asarray(vector, dtype=np.float32))
+        .column("vector")
+        .distance_type("cosine")
+        .nearest_to_text(text, columns=column)
+        .where(where)
+        .select(list(select))  # (Lance logs a deprecation WARN per query for this; harmless)
+        .rerank(RRFReranker(K=int(rrf_k)))
+        .limit(k)
+    )
+    rows = _rows(await q.to_arrow())
+    out = []
+    for r in rows:
+        s = float(r.pop("_relevance_score"))
+        for extra in ("_score", "_distance", "_rowid"):
+            r.pop(extra, None)
+        out.append((r, s))
+    return out
+
+
+def fuse_rrf(legs: Sequence[tuple[list[Hit], float]], k: float) -> list[Hit]:
+    score: dict[str, float] = {}
+    row: dict[str, Row] = {}
+    for hits, w in legs:
+        for rank, (r, _s) in enumerate(hits, 1):
+            score[r["id"]] = score.get(r["id"], 0.0) + w / (k + rank)
+            row.setdefault(r["id"], r)
+    return sorted(((row[i], s) for i, s in score.items()), key=lambda h: (-h[1], h[0]["id"]))
+
+
+def fuse_wsum(fts: list[Hit], dense: list[Hit], cfg: SearchConfig) -> list[Hit]:
+    wsum = cfg.w_fts + cfg.w_dense
+    score: dict[str, float] = {}
+    row: dict[str, Row] = {}
+    for r, s in fts:
+        score[r["id"]] = score.get(r["id"], 0.0) + cfg.w_fts * (s / (s + cfg.bm25_c) if s > 0 else 0.0)
+        row.setdefault(r["id"], r)
+    span = 1.0 - cfg.cos_floor
+    for r, s in dense:
+        v = min(1.0, max(0.0, (s - cfg.cos_floor) / span)) if span > 0 else float(s > cfg.cos_floor)
+        score[r["id"]] = score.get(r["id"], 0.0) + cfg.w_dense * v
+        row.setdefault(r["id"], r)
+    return sorted(((row[i], s / wsum) for i, s in score.items()), key=lambda h: (-h[1], h[0]["id"]))
+
+
+async def run_search(
+    table,
+    cfg: SearchConfig,
+    query: str,
+    where: Where,
+    limit: int,
+    select: Sequence[str],
+    embed_query: Callable[[str], Awaitable[np.ndarray]] | None,
+    ann_opts: dict[str, Any] | None = None,
+) -> list[Hit]:
+    """Run one search in the given mode; returns up to ``limit`` (row, score), best first."""
+    ann_opts = ann_opts or {}
+    if limit <= 0 or not query or not query.strip():
+        return []
+    text = preprocess_query(query, cfg.preprocess)
+    if cfg.mode == "fts" or embed_query is None:
+        return await fts_leg(table, text, where, limit, cfg.fts_column, select)
+    if cfg.mode == "dense":
+        vec = await embed_query(query)
+        return await dense_leg(table, vec, where, limit, select, **ann_opts)
+    k = max(limit, cfg.candidates)
+    if cfg.mode == "hybrid":
+        vec = await embed_query(query)
+        hits = await lancedb_hybrid(table, text, vec, where, k, cfg.fts_column, select, cfg.rrf_k)
+        return hits[:limit]
+
+    async def dense() -> list[Hit]:
+        vec = await embed_query(query)
+        return await dense_leg(table, vec, where, k, select, **ann_opts)
+
+    fts_hits, dense_hits = await asyncio.gather(fts_leg(table, text, where, k, cfg.fts_column, select), dense())
+    if cfg.mode == "rrf":
+        fused = fuse_rrf([(fts_hits, cfg.w_fts), (dense_hits, cfg.w_dense)], cfg.rrf_k)
+    else:
+        fused = fuse_wsum(fts_hits, dense_hits, cfg)
+    return fused[:limit]
+
+
+def finite(x: float) -> float:
+    return x if math.isfinite(x) else 0.0
