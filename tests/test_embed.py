@@ -32,7 +32,7 @@ from app.memory.embed import (
     local_model_available,
     local_model_dir,
 )
-from app.memory.minilm import MiniLMModel, erf, gelu
+from app.memory.minilm import MiniLMModel, _attention, erf, gelu
 
 GOLDEN_TEXTS = ["My dog is called Bruno", "What's my dog's name?", "The stock market fell today"]
 # First 8 dimensions of each sentence-transformers embedding.
@@ -177,6 +177,32 @@ def test_gelu_is_exact_erf_gelu():
     np.testing.assert_allclose(got_b, [ref_b, ref_b], atol=1e-6)
     # Not the tanh approximation: at x = -3 they differ by ~3e-4.
     assert float(gelu(np.array([[-3.0]], dtype=np.float32))[0, 0]) == pytest.approx(-0.0040496, abs=2e-6)
+
+
+def _softmax_attention_reference(q, k, v, bias):
+    s = np.matmul(q.astype(np.float64), k.astype(np.float64))
+    if bias is not None:
+        s = s + bias
+    s = s - s.max(axis=-1, keepdims=True)
+    p = np.exp(s)
+    p /= p.sum(axis=-1, keepdims=True)
+    return p @ v.astype(np.float64)
+
+
+@pytest.mark.parametrize("spread", [1.0, 300.0])  # 300: rows underflow vs. the global max
+def test_attention_matches_textbook_softmax(spread):
+    rng = np.random.default_rng(7)
+    q = rng.standard_normal((2, 3, 5, 4)).astype(np.float32)
+    q[1] *= spread  # batch item 1 has logits far above item 0
+    k = rng.standard_normal((2, 3, 4, 5)).astype(np.float32)
+    v = rng.standard_normal((2, 3, 5, 4)).astype(np.float32)
+    bias = np.zeros((2, 1, 1, 5), dtype=np.float32)
+    bias[0, ..., 3:] = np.finfo(np.float32).min  # item 0: last two keys are padding
+    for b in (None, bias):
+        got = _attention(q.copy(), k.copy(), v.copy(), None if b is None else b.copy())
+        ref = _softmax_attention_reference(q, k, v, b)
+        assert np.isfinite(got).all()
+        np.testing.assert_allclose(got, ref, atol=1e-4 * spread, rtol=1e-4)
 
 
 def test_model_dir_missing_files(tmp_path):

@@ -152,6 +152,32 @@ def _add_layer_norm(
     return y
 
 
+def _attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
+    """softmax(q @ k + bias) @ v over the last axis, for (B, nh, T, hd) q/v and (B, nh, hd, T) k.
+
+    Softmax is shift-invariant, so instead of a per-row max (a slow reduction over a short
+    axis) one global max is subtracted, and the normalisation is applied to the (T, hd)
+    result instead of the (T, T) probabilities. If some row's values are so far below the
+    global max that its exponentials underflow, that case is redone with per-row maxima.
+    """
+    s = np.matmul(q, k)  # (B, nh, T, T); the 1/sqrt(hd) scale is folded into W_q
+    if bias is not None:
+        s += bias
+    s -= s.max()
+    np.exp(s, out=s)
+    denom = np.add.reduce(s, axis=-1, keepdims=True)
+    if not denom.min() > _F32(1e-30):  # some row underflowed (or NaN): per-row maxima
+        s = np.matmul(q, k)
+        if bias is not None:
+            s += bias
+        s -= s.max(axis=-1, keepdims=True)
+        np.exp(s, out=s)
+        denom = np.add.reduce(s, axis=-1, keepdims=True)
+    ctx = np.matmul(s, v)
+    ctx /= denom
+    return ctx
+
+
 class _Layer:
     __slots__ = ("w_qkv", "b_qkv", "w_o", "b_o", "ln1_w", "ln1_b", "w_i", "b_i", "w_out", "b_out", "ln2_w", "ln2_b")
 
@@ -352,13 +378,7 @@ class MiniLMModel:
             q = qkv[:, :, 0].transpose(0, 2, 1, 3)  # (B, nh, T, hd), strided views
             k = qkv[:, :, 1].transpose(0, 2, 3, 1)  # (B, nh, hd, T)
             v = qkv[:, :, 2].transpose(0, 2, 1, 3)  # (B, nh, T, hd)
-            s = np.matmul(q, k)  # (B, nh, T, T); scale already folded into W_q
-            if bias is not None:
-                s += bias
-            s -= s.max(axis=-1, keepdims=True)
-            np.exp(s, out=s)
-            s /= s.sum(axis=-1, keepdims=True)
-            ctx = np.matmul(s, v)  # (B, nh, T, hd)
+            ctx = _attention(q, k, v, bias)  # (B, nh, T, hd)
             ctx = ctx.transpose(0, 2, 1, 3).reshape(B * T, H)
 
             a = ctx @ L.w_o
