@@ -18,6 +18,8 @@ class ServerSettings(msgspec.Struct, frozen=True):
     host: str = "127.0.0.1"
     port: int = 8000
     workers: int = 1
+    sse_ping_interval: float = 15.0
+    default_model: str = "gpt-4o-mini"
 
 
 class UpstreamSettings(msgspec.Struct, frozen=True):
@@ -138,6 +140,8 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
             host=env.get("MEMCHAT_HOST", "127.0.0.1"),
             port=_int(env, "MEMCHAT_PORT", 8000),
             workers=_int(env, "MEMCHAT_WORKERS", 1, minimum=1),
+            sse_ping_interval=_float(env, "MEMCHAT_SSE_PING_INTERVAL", 15.0) or 15.0,
+            default_model=env.get("MEMCHAT_DEFAULT_MODEL", "gpt-4o-mini"),
         ),
         upstream=UpstreamSettings(
             base_url=base_url,

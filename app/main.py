@@ -14,6 +14,7 @@ from app.api.errors import handle_exception
 from app.api.health import healthz, readyz
 from app.api.memories import memory_router
 from app.api.metrics import metrics
+from app.api.personal import personal_router
 from app.api.openai import openai_router
 from app.config import Settings
 from app.services import Services
@@ -37,7 +38,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
                     task_group.cancel_scope.cancel()
 
     return Litestar(
-        route_handlers=[openai_router, memory_router, healthz, readyz, metrics],
+        route_handlers=[openai_router, memory_router, personal_router, healthz, readyz, metrics],
         lifespan=[lifespan],
         exception_handlers={Exception: handle_exception},
         request_max_body_size=MAX_BODY_BYTES,

@@ -56,7 +56,7 @@ def words(rng: np.random.Generator) -> np.ndarray:
     syl = ["ka", "lo", "mi", "ne", "ru", "ta", "vo", "shi", "ber", "don", "gal", "pim", "tor", "qua", "zel", "fi"]
     out = set()
     while len(out) < VOCAB:
-        out.add("".join(rng.choice(syl, size=rng.integers(2, 4))))
+        out.add("".join(rng.choice(syl, size=rng.integers(2, 5))))
     return np.array(sorted(out))
 
 

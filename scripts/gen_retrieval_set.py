@@ -299,6 +299,27 @@ Q = {
         "When did I visit {place}?", "When was I in {place}?", "When did I get back from {place}?",
         "What month did I go to {place}?",
     ],
+    # Anchored questions: they name the entity, as people often do ("when did we get Biscuit?").
+    "pet_when": [
+        "When did we get {pet}?", "How long ago did {pet} join the family?", "When did I adopt {pet}?",
+        "When did {pet} come home with us?",
+    ],
+    "job_at": [
+        "What's my role at {company}?", "What was I hired to do at {company}?", "What position did I take at {company}?",
+        "What do I do at {company}?",
+    ],
+    "city_when": [
+        "When did I move to {city}?", "When did we get the place in {city}?", "When did I start living in {city}?",
+        "How long have I been in {city}?",
+    ],
+    "hobby_how": [
+        "How is my {hobby} going?", "What did I manage in {hobby} so far?", "Any progress with {hobby}?",
+        "What happened when I tried {hobby}?",
+    ],
+    "car_when": [
+        "When did I get the {car}?", "How long have I had my {car}?", "When did I buy the {car}?",
+        "When did the {car} become mine?",
+    ],
     "trip_sight": [
         "What did I love most about {place}?", "What was the highlight of my {place} trip?",
         "What stood out during my trip to {place}?", "What did I enjoy on the {place} vacation?",
@@ -366,6 +387,7 @@ class UserGen:
             rec = put(s, self.ev("pet", spec=spec, pet=name))
             pets.append((kind, spec, name, rec))
             pending_q.append(("pet_name", [rec], "single", {"kind": kind}))
+            pending_q.append(("pet_when", [rec], "anchored", {"pet": name}))
             pending_q.append(("pet_kind", [rec], "single", {"pet": name}))
         if len(pets) > 1:
             pending_q.append(("pets_all", [p[3] for p in pets], "multi", {}))
@@ -380,6 +402,7 @@ class UserGen:
             pending_q.append(("job_now", [j2], "update", {}))
             pending_q.append(("job_title_now", [j2], "update", {}))
             pending_q.append(("job_before", [j1], "previous", {}))
+            pending_q.append(("job_at", [j2], "anchored", {"company": c2}))
         else:
             pending_q.append(("job_now", [j1], "single", {}))
             pending_q.append(("job_title_now", [j1], "single", {}))
@@ -388,6 +411,7 @@ class UserGen:
         s1, s2 = sorted(rng.sample(range(sessions), 2))
         ct1, ct2 = rng.sample(CITIES, 2)
         h1 = put(s1, self.ev("city", city=ct1))
+        pending_q.append(("city_when", [h1], "anchored", {"city": ct1}))
         if rng.random() < 0.6:
             h2 = put(s2, self.ev("city_change", old=ct1, city=ct2))
             pending_q.append(("city_now", [h2], "update", {}))
@@ -411,6 +435,7 @@ class UserGen:
         hobby, place, detail = rng.choice(HOBBIES)
         rec = put(rng.randrange(sessions), self.ev("hobby", hobby=hobby, place=place, detail=detail))
         pending_q.append(("hobby", [rec], "single", {}))
+        pending_q.append(("hobby_how", [rec], "anchored", {"hobby": hobby}))
         rec = put(rng.randrange(sessions), self.ev("food_like", food=rng.choice(CUISINES)))
         pending_q.append(("food_like", [rec], "single", {}))
         rec = put(rng.randrange(sessions), self.ev("food_dislike", food=rng.choice(DISLIKES)))
@@ -423,6 +448,7 @@ class UserGen:
             s1, s2 = sorted(rng.sample(range(sessions), 2))
             car1, car2 = rng.sample(CARS, 2)
             r1 = put(s1, self.ev("car", car=car1))
+            pending_q.append(("car_when", [r1], "anchored", {"car": car1}))
             if rng.random() < 0.6:
                 r2 = put(s2, self.ev("car_change", old=car1, car=car2))
                 pending_q.append(("car_now", [r2], "update", {}))
@@ -441,7 +467,7 @@ class UserGen:
             rec = put(s, self.ev("trip", place=place, sight=sight[0].upper() + sight[1:], days=rng.randint(3, 12)))
             d = dates[s]
             pending_q.append(("trip_where", [rec], "temporal", {"month": MONTHS[d.month - 1], "year": d.year}))
-            pending_q.append((rng.choice(["trip_when", "trip_sight"]), [rec], "single", {"place": place}))
+            pending_q.append((rng.choice(["trip_when", "trip_sight"]), [rec], "anchored", {"place": place}))
 
         # distractor facts about others / near misses
         for _ in range(rng.randint(10, 16)):
@@ -496,7 +522,7 @@ def generate(split: str, users: int, sessions: int, turns: tuple[int, int], seed
         q["qid"] = f"{split}-q{i:04d}"
     return {
         "meta": {"split": split, "seed": seed, "users": users, "memories": len(memories), "questions": len(questions),
-                 "generator": "scripts/gen_retrieval_set.py v1"},
+                 "generator": "scripts/gen_retrieval_set.py v2"},
         "memories": memories,
         "questions": questions,
     }

@@ -6,15 +6,12 @@ from typing import Any
 
 from litestar import Request, Response, Router, get, post
 from litestar.di import Provide
-from litestar.response import Stream
 
 from app.api.deps import provide_principal, provide_services
+from app.api.streaming import sse_response
 from app.auth import Principal
 from app.chat.request import parse_chat_params, parse_openai_body
 from app.services import Services
-
-SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
-
 
 @post(["/memory/chat/completions", "/chat/completions"], status_code=200)
 async def chat_completions(request: Request[Any, Any, Any], principal: Principal, services: Services) -> Response[Any]:
@@ -24,11 +21,8 @@ async def chat_completions(request: Request[Any, Any, Any], principal: Principal
     chat = await pipeline.prepare(principal, params, body)
     if body.get("stream"):
         relay = await pipeline.open_relay(chat, first_chunk_fields={"memory": chat.memory_field})
-        return Stream(
-            pipeline.stream_openai(chat, relay),
-            media_type="text/event-stream",
-            headers={**SSE_HEADERS, **chat.headers},
-        )
+        return sse_response(pipeline.stream_openai(chat, relay), headers=chat.headers,
+                            ping_interval=services.settings.server.sse_ping_interval)
     result = await pipeline.complete(chat)
     return Response(result, media_type="application/json", headers=chat.headers)
 

@@ -7,6 +7,7 @@ relay the stream → record the turn. Surfaces differ only in how they frame wha
 from __future__ import annotations
 
 import uuid
+from contextlib import aclosing
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, Protocol
 
@@ -116,18 +117,27 @@ class ChatPipeline:
             with anyio.CancelScope(shield=True):
                 await self.recorder.record(chat, outcome)
 
-    async def stream_openai(self, chat: PreparedChat, relay: Relay) -> AsyncIterator[bytes]:
-        """OpenAI-framed SSE bytes: the upstream's frames, the memory field on the first, then [DONE]."""
+    async def stream(self, chat: PreparedChat, relay: Relay) -> AsyncIterator[tuple[bytes, str]]:
+        """(upstream frame bytes, assistant text delta) as they arrive; the turn is recorded when the
+        stream ends — before the caller's final frame — or, with the partial reply, when the client
+        leaves. Iterate inside ``contextlib.aclosing`` so a disconnect closes it at once."""
         recorded = False
         try:
-            async for frame, _delta in relay.frames():
-                yield frame
+            async with aclosing(relay.frames()) as frames:
+                async for item in frames:
+                    yield item
             recorded = True
             await self._record(chat, relay.outcome)
-            yield DONE_FRAME
         finally:
-            if not recorded:  # client left mid-stream: keep the partial reply
+            if not recorded:
                 await self._record(chat, relay.outcome)
+
+    async def stream_openai(self, chat: PreparedChat, relay: Relay) -> AsyncIterator[bytes]:
+        """OpenAI-framed SSE bytes: the upstream's frames, the memory field on the first, then [DONE]."""
+        async with aclosing(self.stream(chat, relay)) as items:
+            async for frame, _delta in items:
+                yield frame
+        yield DONE_FRAME
 
     async def complete(self, chat: PreparedChat) -> dict[str, Any]:
         response = await self.backend.complete_json(chat.body, self._context(chat))

@@ -112,10 +112,10 @@ def build_schema(embedder_name: str, dim: int) -> pa.Schema:
 
 
 def search_text(content: str, created_at: datetime) -> str:
-    """The FTS document: content plus the date in words ("March 2023", weekday, ISO date),
-    so "what did I do in March 2023" can match memories by when they were said."""
+    """The FTS document: content plus the date in words ("14 March 2023"), so "where did I
+    travel in March 2023" can match memories by when they were said."""
     d = as_utc(created_at)
-    return f"{content}\n{d:%A %d %B %Y} {d:%Y-%m-%d}"
+    return f"{content}\n{d.day} {d:%B %Y}"
 
 
 def is_conflict(exc: BaseException) -> bool:
