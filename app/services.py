@@ -120,6 +120,9 @@ class Services:
         await task_group.start(self.scheduler.run)
         await self.scheduler.recover(self.turnlog, self.commits)
         task_group.start_soon(self._maintenance_loop)
+        warmup = getattr(self.store.embedder, "warmup", None)
+        if warmup is not None:  # load the local model off the request path
+            task_group.start_soon(warmup)
 
     async def maintain_once(self) -> None:
         await self.store.maintain()
