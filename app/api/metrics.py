@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from litestar import Request, Response, get
@@ -34,5 +35,8 @@ async def metrics(request: Request[Any, Any, Any]) -> Response[str]:
         "# HELP memchat_turnlog_batches_written_total Group-commit writes of the turn log.",
         "# TYPE memchat_turnlog_batches_written_total counter",
         f"memchat_turnlog_batches_written_total {services.turnlog.batches_written}",
+        "# HELP memchat_event_loop_tasks Tasks alive on this worker's event loop (a leak shows here).",
+        "# TYPE memchat_event_loop_tasks gauge",
+        f"memchat_event_loop_tasks {len(asyncio.all_tasks())}",
     ]
     return Response("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")
