@@ -85,6 +85,9 @@ class Services:
         options = settings.store.storage_options or None
         embedder = _embedder(settings, backend)
         stack.push_async_callback(embedder.aclose)
+        resolve_dim = getattr(embedder, "resolve_dim", None)
+        if resolve_dim is not None and not embedder.dim:  # the upstream's embedding size, before the schema
+            await resolve_dim()
         store = await MemoryStore.open(uri, embedder, options)
         stack.push_async_callback(store.close)
         db = await lancedb.connect_async(uri, storage_options=options, read_consistency_interval=timedelta(0))
