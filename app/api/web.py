@@ -18,7 +18,7 @@ from litestar.datastructures import CacheControlHeader, Cookie
 from litestar.static_files import create_static_files_router
 
 from app.api.deps import services_of
-from app.api.ws import same_origin
+from app.api.ws_protocol import same_origin
 from app.auth import Principal
 from app.errors import AuthenticationFailed, InvalidRequest, NotFound, PermissionDenied
 
