@@ -8,7 +8,8 @@ Which conversation does a request belong to? (README, "Conversations")
   if they equal the transcript of a recorded conversation — its user messages plus the replies memchat
   streamed — the request continues it. A request that differs only in its last user message or reply
   (edit, regenerate) matches the transcript before that turn and replaces the turn instead of storing a
-  second copy. A lone first message identical to a recent one-turn conversation's is a regenerate too.
+  second copy. A lone first message identical to a one-turn conversation of the last hour (recorded by
+  this process) is a regenerate too.
   Anything else starts a new conversation.
 - Only user and assistant text takes part: system/developer/tool messages and memchat's own injected
   memory section never do. Whitespace is normalised. Scope: org + namespace.
@@ -81,14 +82,30 @@ class Conversations:
         self.turnlog = turnlog
         self.default_commit_after = default_commit_after
         self.on_recorded = on_recorded
-        # transcript hash -> (tenant, chat_id, seq) for turns this process wrote; a miss asks the store.
+        # transcript hash -> (chat_id, seq) for turns this process wrote; a miss asks the store.
         self._recent: OrderedDict[tuple[str, str, str], tuple[str, int]] = OrderedDict()
+        # one-turn conversations this process recorded, by their (normalised) first message: a lone
+        # first message seen again within the window regenerates that turn. Kept in memory, so the
+        # request path never scans the turn log for it.
+        self._first_turns: OrderedDict[tuple[str, str, str], tuple[str, datetime]] = OrderedDict()
+        self._first_turn_of_chat: dict[str, tuple[str, str, str]] = {}
 
-    def _remember(self, record: TurnRecord) -> None:
+    def _remember(self, record: TurnRecord, first_message: str) -> None:
         self._recent[(record.org_id, record.namespace, record.transcript_hash)] = (record.chat_id, record.seq)
         self._recent.move_to_end((record.org_id, record.namespace, record.transcript_hash))
         while len(self._recent) > _CACHE_SIZE:
             self._recent.popitem(last=False)
+        if record.seq == 1 and first_message:
+            key = (record.org_id, record.namespace, first_message)
+            self._first_turns[key] = (record.chat_id, record.created_at)
+            self._first_turn_of_chat[record.chat_id] = key
+            while len(self._first_turns) > _CACHE_SIZE:
+                _, (old_chat, _) = self._first_turns.popitem(last=False)
+                self._first_turn_of_chat.pop(old_chat, None)
+        elif record.seq > 1:  # no longer a one-turn conversation
+            key = self._first_turn_of_chat.pop(record.chat_id, None)
+            if key is not None:
+                self._first_turns.pop(key, None)
 
     async def _find(self, org_id: str, namespace: str, prefix_hash: str) -> tuple[str, int] | None:
         hit = self._recent.get((org_id, namespace, prefix_hash))
@@ -115,13 +132,9 @@ class Conversations:
             if found is not None:
                 return ChatSlot(chat_id=found[0], seq=found[1] + 1, prefix_hash=prefix_hash, is_new=False)
         elif user:
-            since = datetime.now(UTC) - FIRST_TURN_REGENERATE_WINDOW
-            for first in sorted(await self.turnlog.first_turns_with_user(org_id, namespace, user, since),
-                                key=lambda t: t.created_at, reverse=True):
-                turns = await self.turnlog.chat_turns(org_id, namespace, first.chat_id)
-                if len(turns) == 1:
-                    return ChatSlot(chat_id=first.chat_id, seq=1, prefix_hash=prefix_hash, is_new=False)
-                break
+            first = self._first_turns.get((org_id, namespace, " ".join(user.split())))
+            if first is not None and datetime.now(UTC) - first[1] <= FIRST_TURN_REGENERATE_WINDOW:
+                return ChatSlot(chat_id=first[0], seq=1, prefix_hash=prefix_hash, is_new=False)
         return ChatSlot(chat_id=str(uuid.uuid4()), seq=1, prefix_hash=prefix_hash, is_new=True)
 
     async def record(self, chat: PreparedChat, outcome: StreamOutcome) -> None:
@@ -150,7 +163,7 @@ class Conversations:
             created_at=datetime.now(UTC),
         )
         await self.turnlog.append(record)
-        self._remember(record)
+        self._remember(record, " ".join(user.split()) if not prefix else "")
         if self.on_recorded is not None:
             self.on_recorded(record)
 

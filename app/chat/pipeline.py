@@ -92,12 +92,25 @@ class ChatPipeline:
                       surface: str = "openai") -> PreparedChat:
         messages: list[dict[str, Any]] = body["messages"]
         retrieved = Retrieved()
-        if self.retriever is not None:
-            retrieved = await self.retriever.retrieve(principal.org_id, params.namespace, messages)
-        if self.recorder is not None:
-            slot = await self.recorder.resolve_chat(principal.org_id, params.namespace, params.chat_id, messages)
-        else:
-            slot = ChatSlot(chat_id=params.chat_id or str(uuid.uuid4()))
+        slot = ChatSlot(chat_id=params.chat_id or str(uuid.uuid4()))
+
+        async def retrieve() -> None:
+            nonlocal retrieved
+            if self.retriever is not None:
+                retrieved = await self.retriever.retrieve(principal.org_id, params.namespace, messages)
+
+        async def resolve() -> None:
+            nonlocal slot
+            if self.recorder is not None:
+                slot = await self.recorder.resolve_chat(principal.org_id, params.namespace, params.chat_id,
+                                                        messages)
+
+        try:
+            async with anyio.create_task_group() as group:  # both before the upstream call, side by side
+                group.start_soon(retrieve)
+                group.start_soon(resolve)
+        except BaseExceptionGroup as group_error:  # surface the error itself, not the group, to the caller
+            raise group_error.exceptions[0] from None
         upstream_body = body
         if retrieved.section:
             upstream_body = {**body, "messages": inject_section(messages, retrieved.section)}

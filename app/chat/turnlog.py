@@ -196,13 +196,6 @@ class TurnLog:
             return None
         return max(rows, key=lambda r: (r.created_at, r.turn_id))
 
-    async def first_turns_with_user(self, org_id: str, namespace: str, user: str,
-                                    since: datetime) -> list[TurnRecord]:
-        """Recent seq-1 turns whose user message is exactly ``user`` (regenerating a first turn)."""
-        where = F.and_(F.tenant_filter(org_id, namespace), "seq = 1",
-                       f"user = {F.sql_str(user)}", f"created_at >= {F.sql_timestamp(since)}")
-        return await self._query(where)
-
     async def activity_since(self, since: datetime | None = None) -> list[TurnRecord]:
         """Every turn (optionally newer than ``since``): used at start-up to find uncommitted work."""
         where = f"created_at >= {F.sql_timestamp(since)}" if since else "seq >= 0"
