@@ -1,0 +1,679 @@
+"""Shared helpers for the proxy-level benchmarks (``bench_proxy.py``, ``bench_turnlog.py``).
+
+* process accounting from ``/proc`` (CPU seconds and RSS of a process and its live descendants),
+* a lean raw-socket HTTP/1.1 SSE client (keep-alive, chunked decoding, one timestamp per SSE frame)
+  so the client costs little CPU when hundreds of streams share the 2 cores with the servers,
+* launchers: the fake upstream, memchat (via ``tests/support``) and, if available, a LiteLLM proxy,
+* percentiles, versions, and a writer that replaces only its own ``## section`` of docs/benchmarks.md.
+
+Everything talks to 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.metadata
+import os
+import platform
+import re
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from tests.support.fake_upstream import FakeUpstream, free_port  # noqa: E402
+from tests.support.server import MemchatServer  # noqa: E402
+
+API_KEY = "benchkey"
+ORG = "benchorg"
+MODEL = "fake-gpt"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+DOCS = ROOT / "docs" / "benchmarks.md"
+
+# Where memchat's ``app`` package is taken from (the work tree, or a git ref exported by ``use_app_ref``).
+APP_DIR = ROOT
+_EXPORTS: list[Path] = []
+
+# The fake's cadences (seconds).
+REALISTIC = {"first_token_delay": 0.05, "token_delay": 1 / 30}
+ZERO = {"first_token_delay": None, "token_delay": None}
+
+
+# ------------------------------------------------------------------------------------------ /proc
+
+
+def _children_map() -> dict[int, list[int]]:
+    kids: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                raw = f.read()
+        except OSError:
+            continue
+        rest = raw[raw.rfind(b")") + 2:].split()
+        kids.setdefault(int(rest[1]), []).append(int(entry))
+    return kids
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and all its live descendants (uvicorn workers, LiteLLM's server child, ...)."""
+    kids = _children_map()
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(kids.get(p, ()))
+    return out
+
+
+def _stat_fields(pid: int) -> list[bytes] | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            raw = f.read()
+    except OSError:
+        return None
+    return raw[raw.rfind(b")") + 2:].split()
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of ``pid`` and its live descendants (plus children they already reaped)."""
+    total = 0
+    for p in process_tree(pid):
+        fields = _stat_fields(p)
+        if fields is None:
+            continue
+        # fields[0] is field 3 (state): utime=14, stime=15, cutime=16, cstime=17 -> index 11..14
+        total += int(fields[11]) + int(fields[12]) + int(fields[13]) + int(fields[14])
+    return total / CLK_TCK
+
+
+def thread_cpu(pid: int) -> dict[tuple[int, int], tuple[str, float]]:
+    """CPU seconds of every thread of the process tree: {(pid, tid): (thread name, seconds)}.
+
+    Thread names tell the runtimes apart: ``python`` (the event loop and Python threads),
+    ``lancedb-tokio-w`` (LanceDB's Rust runtime), ``lance-cpu``, ...
+    """
+    out: dict[tuple[int, int], tuple[str, float]] = {}
+    for p in process_tree(pid):
+        try:
+            tids = os.listdir(f"/proc/{p}/task")
+        except OSError:
+            continue
+        for t in tids:
+            try:
+                with open(f"/proc/{p}/task/{t}/comm") as f:
+                    comm = f.read().strip()
+                with open(f"/proc/{p}/task/{t}/stat", "rb") as f:
+                    raw = f.read()
+            except OSError:
+                continue
+            fields = raw[raw.rfind(b")") + 2:].split()
+            out[(p, int(t))] = (comm, (int(fields[11]) + int(fields[12])) / CLK_TCK)
+    return out
+
+
+def thread_cpu_delta(before: dict[tuple[int, int], tuple[str, float]],
+                     after: dict[tuple[int, int], tuple[str, float]]) -> dict[str, float]:
+    """CPU seconds spent between two ``thread_cpu`` snapshots, summed per thread name."""
+    agg: dict[str, float] = {}
+    for key, (comm, secs) in after.items():
+        agg[comm] = agg.get(comm, 0.0) + secs - before.get(key, (comm, 0.0))[1]
+    return dict(sorted(agg.items(), key=lambda kv: -kv[1]))
+
+
+def system_busy_seconds() -> float:
+    """Busy CPU seconds of the whole machine since boot (all cores; idle and iowait excluded)."""
+    with open("/proc/stat") as f:
+        parts = f.readline().split()[1:]
+    vals = [int(x) for x in parts]
+    # user nice system idle iowait irq softirq steal guest guest_nice (guest time is inside user)
+    return (vals[0] + vals[1] + vals[2] + vals[5] + vals[6] + (vals[7] if len(vals) > 7 else 0)) / CLK_TCK
+
+
+def self_cpu_seconds() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+class CpuMeter:
+    """CPU cores used during a window: by given processes, by this (client) process, and by everything
+    else on the machine ("foreign" load, which a shared machine adds to every measurement)."""
+
+    def __init__(self, *pids: int) -> None:
+        self.pids = sorted(set(pids))
+        self.t0 = time.perf_counter()
+        self.sys0 = system_busy_seconds()
+        self.self0 = self_cpu_seconds()
+        self.proc0 = {p: cpu_seconds(p) for p in self.pids}
+
+    def stop(self) -> dict[str, Any]:
+        wall = time.perf_counter() - self.t0
+        procs = {p: cpu_seconds(p) - c for p, c in self.proc0.items()}
+        client = self_cpu_seconds() - self.self0
+        total = system_busy_seconds() - self.sys0
+        foreign = max(0.0, total - client - sum(procs.values()))
+        return {"wall": wall, "procs": procs, "client": client, "total": total, "foreign": foreign,
+                "foreign_cores": foreign / wall, "client_cores": client / wall}
+
+
+def _status_kb(pid: int, key: str) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def rss_mib(pid: int) -> float:
+    """Current RSS of the process tree."""
+    return sum(_status_kb(p, "VmRSS") for p in process_tree(pid)) / 1024
+
+
+def peak_rss_mib(pid: int) -> float:
+    """Peak RSS (VmHWM) summed over the live process tree."""
+    return sum(_status_kb(p, "VmHWM") for p in process_tree(pid)) / 1024
+
+
+# ------------------------------------------------------------------------------------------ stats
+
+
+def pct(values: Sequence[float], q: float) -> float:
+    """Percentile with linear interpolation; NaN for no data."""
+    if not values:
+        return float("nan")
+    s = sorted(values)
+    if len(s) == 1:
+        return s[0]
+    k = (len(s) - 1) * q / 100
+    lo = int(k)
+    hi = min(lo + 1, len(s) - 1)
+    return s[lo] + (s[hi] - s[lo]) * (k - lo)
+
+
+def mean(values: Sequence[float]) -> float:
+    return sum(values) / len(values) if values else float("nan")
+
+
+def fmt(v: float, digits: int = 1) -> str:
+    if v != v:  # NaN
+        return "n/a"
+    return f"{v:.{digits}f}"
+
+
+# ------------------------------------------------------------------------------------------ raw SSE client
+
+
+class _Delta(msgspec.Struct):
+    content: str | None = None
+
+
+class _Choice(msgspec.Struct):
+    delta: _Delta | None = None
+    finish_reason: str | None = None
+
+
+class _Chunk(msgspec.Struct):
+    choices: list[_Choice] | None = None
+    error: Any = None
+
+
+_decode_chunk = msgspec.json.Decoder(_Chunk).decode
+
+
+@dataclass
+class StreamResult:
+    start: float
+    status: int = 0
+    ttft: float | None = None              # request sent -> first non-empty content frame (s)
+    content_times: list[float] = field(default_factory=list)
+    last_data: float | None = None         # arrival of the last data frame before [DONE]
+    done: float | None = None              # arrival of ``data: [DONE]``
+    end: float | None = None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.status == 200 and self.done is not None
+
+    def gaps(self) -> list[float]:
+        t = self.content_times
+        return [b - a for a, b in zip(t, t[1:])]
+
+
+class RawClient:
+    """One keep-alive HTTP/1.1 connection; ``stream(path, body)`` runs one SSE request on it."""
+
+    def __init__(self, host: str, port: int, headers: dict[str, str] | None = None) -> None:
+        self.host = host
+        self.port = port
+        extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
+        self._head = f"Host: {host}:{port}\r\ncontent-type: application/json\r\naccept: text/event-stream\r\n{extra}"
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            try:
+                await self._writer.wait_closed()
+            except (OSError, ConnectionError):
+                pass
+        self._reader = self._writer = None
+
+    async def _connect(self) -> None:
+        self._reader, self._writer = await asyncio.open_connection(self.host, self.port, limit=1 << 20)
+
+    async def stream(self, path: str, body: bytes, timeout: float = 120.0,
+                     res: StreamResult | None = None) -> StreamResult:
+        """Run one request. Pass ``res`` to keep what arrived even if the caller cancels mid-stream."""
+        clock = time.perf_counter
+        if res is None:
+            res = StreamResult(start=clock())
+        try:
+            async with asyncio.timeout(timeout):
+                await self._stream(path, body, res, clock)
+        except TimeoutError:
+            res.error = "timeout"
+            await self.close()
+        except (OSError, ConnectionError, asyncio.IncompleteReadError, ValueError) as exc:
+            res.error = f"{type(exc).__name__}: {exc}"[:200]
+            await self.close()
+        res.end = clock()
+        return res
+
+    async def _stream(self, path: str, body: bytes, res: StreamResult, clock: Any) -> None:
+        if self._writer is None:
+            await self._connect()
+        assert self._reader is not None and self._writer is not None
+        reader = self._reader
+        req = (f"POST {path} HTTP/1.1\r\n{self._head}content-length: {len(body)}\r\n\r\n").encode() + body
+        res.start = clock()
+        self._writer.write(req)
+        head = await reader.readuntil(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        res.status = int(lines[0].split()[1])
+        hdrs = {}
+        for line in lines[1:]:
+            if ":" in line:
+                k, v = line.split(":", 1)
+                hdrs[k.strip().lower()] = v.strip()
+        keep = hdrs.get("connection", "").lower() != "close"
+        if "chunked" not in hdrs.get("transfer-encoding", "").lower():
+            n = int(hdrs.get("content-length", "0"))
+            payload = await reader.readexactly(n) if n else b""
+            if res.status != 200:
+                res.error = f"HTTP {res.status}: {payload[:200]!r}"
+            if not keep:
+                await self.close()
+            return
+        buf = b""
+        first_content = True
+        while True:
+            size_line = await reader.readuntil(b"\r\n")
+            size = int(size_line.split(b";", 1)[0], 16)
+            if size == 0:
+                await reader.readuntil(b"\r\n")  # end of trailers
+                break
+            data = await reader.readexactly(size + 2)
+            now = clock()
+            buf += data[:-2]
+            if b"\n\n" not in buf:
+                continue
+            *frames, buf = buf.split(b"\n\n")
+            for frame in frames:
+                for line in frame.split(b"\n"):
+                    if not line.startswith(b"data:"):
+                        continue
+                    payload = line[5:].strip()
+                    if payload == b"[DONE]":
+                        res.done = now
+                        continue
+                    res.last_data = now
+                    try:
+                        chunk = _decode_chunk(payload)
+                    except msgspec.DecodeError:
+                        continue
+                    if chunk.error is not None:
+                        res.error = f"error frame: {str(chunk.error)[:150]}"
+                    for choice in chunk.choices or ():
+                        if choice.delta is not None and choice.delta.content:
+                            res.content_times.append(now)
+                            if first_content:
+                                first_content = False
+                                res.ttft = now - res.start
+                            break
+        if res.status != 200 and res.error is None:
+            res.error = f"HTTP {res.status}"
+        if not keep:
+            await self.close()
+
+
+async def closed_loop(host: str, port: int, path: str, headers: dict[str, str], n: int, stagger: float,
+                      hold: float, next_body: Any) -> tuple[list[StreamResult], float, float]:
+    """``n`` keep-alive clients, each sending one streaming request after another; client ``i`` starts
+    at ``stagger * i / n``. At the end of ``hold`` (after the stagger) every open stream is cancelled.
+    Returns (results incl. cancelled partial ones, measure-window start, end) in ``perf_counter`` time."""
+    results: list[StreamResult] = []
+    t0 = time.perf_counter()
+    t_measure, t_end = t0 + stagger, t0 + stagger + hold
+
+    async def worker(i: int) -> None:
+        client = RawClient(host, port, headers)
+        try:
+            await asyncio.sleep(stagger * i / n)
+            while time.perf_counter() < t_end:
+                res = StreamResult(start=time.perf_counter())
+                results.append(res)
+                await client.stream(path, next_body(), res=res)
+                if res.error is not None:
+                    await asyncio.sleep(0.05)
+        finally:
+            await client.close()
+
+    tasks = [asyncio.create_task(worker(i)) for i in range(n)]
+    await asyncio.sleep(max(0.0, t_end - time.perf_counter()))
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    return results, t_measure, t_end
+
+
+def chat_body(text: str, *, stream: bool = True, model: str = MODEL, max_tokens: int | None = None) -> bytes:
+    body: dict[str, Any] = {"model": model, "stream": stream, "messages": [{"role": "user", "content": text}]}
+    if max_tokens is not None:
+        body["max_tokens"] = max_tokens
+    return msgspec.json.encode(body)
+
+
+# ------------------------------------------------------------------------------------------ servers
+
+
+def memchat_env(upstream_base: str, embedder: str = "local", **extra: str) -> dict[str, str]:
+    env = {
+        "MEMCHAT_UPSTREAM_BASE_URL": upstream_base,
+        "MEMCHAT_UPSTREAM_API_KEY": "x",
+        "MEMCHAT_API_KEYS": f"{API_KEY}={ORG}",
+        "MEMCHAT_EMBEDDER": embedder,
+        # Benchmarks measure the request path: no idle commit (and so no extraction calls to the fake)
+        # may fire during a run.
+        "MEMCHAT_COMMIT_AFTER": "86400",
+        "MEMCHAT_EXTRACTOR": "heuristic",
+    }
+    env.update(extra)
+    return env
+
+
+def use_app_ref(ref: str | None) -> str:
+    """Benchmark memchat as committed at ``ref`` (exported with ``git archive`` into a temp dir, so
+    edits in progress in the work tree do not leak into a run), or the work tree when ``ref`` is None.
+    Call before anything imports ``app``. Returns a description of the source for the report."""
+    global APP_DIR
+    if "app" in sys.modules:
+        raise RuntimeError("use_app_ref must run before app is imported")
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True,
+                              check=True).stdout.strip()
+    if ref is None:
+        try:
+            head = git("rev-parse", "--short", "HEAD")
+            dirty = git("status", "--porcelain", "--", "app")
+        except (subprocess.CalledProcessError, OSError):
+            return "work tree"
+        return f"work tree at {head}" + (" with uncommitted changes in app/" if dirty else "")
+    commit = git("rev-parse", "--short", ref)
+    dest = Path(tempfile.mkdtemp(prefix="memchat-bench-src-"))
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", commit, "app"], capture_output=True, check=True)
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive.stdout, check=True)
+    _EXPORTS.append(dest)
+    APP_DIR = dest
+    sys.path.insert(0, str(dest))
+    return f"commit {commit} (`git archive`, work tree edits excluded)"
+
+
+def cleanup_app_exports() -> None:
+    while _EXPORTS:
+        shutil.rmtree(_EXPORTS.pop(), ignore_errors=True)
+
+
+class Memchat(MemchatServer):
+    """``MemchatServer`` running the ``app`` package from ``APP_DIR``; removes its log file when stopped."""
+
+    def start(self) -> Memchat:
+        if APP_DIR == ROOT:
+            super().start()
+            return self
+        # Same as MemchatServer.start, with the exported source as the working directory (``python -m app``
+        # imports ``app`` from there first).
+        self.port = free_port()
+        self._log = tempfile.NamedTemporaryFile(prefix="memchat-server-", suffix=".log", delete=False)
+        cmd = [sys.executable, "-m", "app", "serve", "--host", "127.0.0.1", "--port", str(self.port),
+               "--data-dir", str(self.data_dir), "--workers", str(self.workers), "--log-level", "warning"]
+        env = self._env()
+        env["PYTHONPATH"] = str(APP_DIR)
+        self.proc = subprocess.Popen(cmd, cwd=APP_DIR, env=env, stdout=self._log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        deadline = time.monotonic() + self.startup_timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"memchat exited with {self.proc.returncode}:\n{self.log_text()}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/healthz", timeout=1) as resp:
+                    if resp.status == 200:
+                        return self
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"memchat did not become healthy:\n{self.log_text()}")
+
+    def stop(self) -> None:  # noqa: D401
+        super().stop()
+        if self._log is not None:
+            try:
+                self._log.close()
+                Path(self._log.name).unlink(missing_ok=True)
+            except OSError:
+                pass
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def metrics(self) -> dict[str, float]:
+        with urllib.request.urlopen(f"{self.url}/metrics", timeout=10) as resp:
+            text = resp.read().decode()
+        out: dict[str, float] = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                name, _, value = line.rpartition(" ")
+                try:
+                    out[name] = float(value)
+                except ValueError:
+                    pass
+        return out
+
+
+LITELLM_VERSION = "1.80.0"
+
+
+def find_litellm(explicit: str | None) -> Path | None:
+    cands = [explicit] if explicit else []
+    cands += [os.environ.get("LITELLM_BIN"), "/tmp/memchat-bench-litellm/bin/litellm", shutil.which("litellm")]
+    for c in cands:
+        if c and Path(c).is_file() and os.access(c, os.X_OK):
+            return Path(c)
+    return None
+
+
+def install_litellm(venv: Path = Path("/tmp/memchat-bench-litellm")) -> tuple[Path | None, str]:
+    """Create a throw-away venv with ``litellm[proxy]`` and py-spy (never the project's own venv:
+    ``litellm[proxy]==1.80.0`` pins ``uvicorn<0.30``, which conflicts with memchat's ``uvicorn>=0.54``)."""
+    try:
+        if not (venv / "bin" / "python").exists():
+            subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, capture_output=True, timeout=300)
+        proc = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q",
+                               f"litellm[proxy]=={LITELLM_VERSION}", "py-spy"],
+                              capture_output=True, text=True, timeout=900)
+        if proc.returncode != 0:
+            return None, proc.stderr.strip()[-500:]
+    except (subprocess.SubprocessError, OSError) as exc:
+        return None, str(exc)
+    return find_litellm(str(venv / "bin" / "litellm")), ""
+
+
+class LiteLLM:
+    """A LiteLLM proxy in front of the fake upstream, fully offline."""
+
+    def __init__(self, binary: Path, upstream_base: str, startup_timeout: float = 120.0) -> None:
+        self.binary = binary
+        self.upstream_base = upstream_base
+        self.startup_timeout = startup_timeout
+        self.port = free_port()
+        self.dir = Path(tempfile.mkdtemp(prefix="memchat-bench-litellm-"))
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def version(self) -> str:
+        py = self.binary.parent / "python"
+        try:
+            out = subprocess.run([str(py), "-c", "import importlib.metadata as m; print(m.version('litellm'))"],
+                                 capture_output=True, text=True, timeout=60)
+            return out.stdout.strip() or "?"
+        except (subprocess.SubprocessError, OSError):
+            return "?"
+
+    def start(self) -> LiteLLM:
+        cfg = self.dir / "config.yaml"
+        cfg.write_text(
+            "model_list:\n"
+            f"  - model_name: {MODEL}\n"
+            "    litellm_params:\n"
+            f"      model: openai/{MODEL}\n"
+            f"      api_base: {self.upstream_base}\n"
+            "      api_key: x\n"
+            "litellm_settings:\n"
+            "  telemetry: false\n"
+        )
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "LITELLM_", "MEMCHAT_"))}
+        env.update({"LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_LOG": "ERROR", "PYTHONUNBUFFERED": "1",
+                    "NO_DOCS": "True", "DISABLE_ADMIN_UI": "True"})
+        log = open(self.dir / "litellm.log", "wb")
+        # The console script's shebang is the LiteLLM venv's python.
+        self.proc = subprocess.Popen([str(self.binary), "--config", str(cfg), "--host", "127.0.0.1",
+                                      "--port", str(self.port), "--num_workers", "1"],
+                                     cwd=self.dir, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, start_new_session=True)
+        log.close()
+        deadline = time.monotonic() + self.startup_timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"litellm exited with {self.proc.returncode}: {self.log_tail()}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/health/liveliness", timeout=2) as resp:
+                    if resp.status == 200:
+                        return self
+            except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+                time.sleep(0.5)
+        self.stop()
+        raise RuntimeError(f"litellm did not become healthy in {self.startup_timeout:.0f}s: {self.log_tail()}")
+
+    def log_tail(self, n: int = 1500) -> str:
+        try:
+            return (self.dir / "litellm.log").read_text(errors="replace")[-n:]
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=10)
+            except ProcessLookupError:
+                pass
+        self.proc = None
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+# ------------------------------------------------------------------------------------------ reporting
+
+
+def versions(litellm: str | None = None) -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for pkg in ("litestar", "uvicorn", "openai", "lancedb"):
+        try:
+            out[pkg] = importlib.metadata.version(pkg)
+        except importlib.metadata.PackageNotFoundError:
+            out[pkg] = "?"
+    out["litellm"] = litellm or "not run"
+    return out
+
+
+def machine_line() -> str:
+    load = os.getloadavg()
+    return (f"{os.cpu_count()} cores, {platform.machine()}, Linux {platform.release()}; "
+            f"load average at start {load[0]:.2f}/{load[1]:.2f}/{load[2]:.2f}")
+
+
+def load_now() -> str:
+    load = os.getloadavg()
+    return f"{load[0]:.2f}/{load[1]:.2f}/{load[2]:.2f}"
+
+
+def write_section(title: str, body: str, path: Path = DOCS) -> None:
+    """Replace (or append) the ``## title`` section of ``path``; every other section stays as it is."""
+    text = path.read_text() if path.exists() else "# Benchmarks\n"
+    heading = f"## {title}"
+    pattern = re.compile(rf"^## {re.escape(title)}[ \t]*\n.*?(?=^## |\Z)", re.S | re.M)
+    block = f"{heading}\n\n{body.strip()}\n\n"
+    if pattern.search(text):
+        text = pattern.sub(lambda _m: block, text, count=1)
+    else:
+        text = text.rstrip("\n") + "\n\n" + block
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text.rstrip("\n") + "\n")
+
+
+def md_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    out = ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
+    out += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(out)
+
+
+__all__ = [
+    "API_KEY", "CpuMeter", "DOCS", "LITELLM_VERSION", "MODEL", "ORG", "REALISTIC", "ROOT", "ZERO",
+    "FakeUpstream", "LiteLLM", "Memchat", "RawClient", "StreamResult",
+    "chat_body", "cleanup_app_exports", "closed_loop", "cpu_seconds", "find_litellm", "fmt", "install_litellm", "load_now", "machine_line", "md_table",
+    "mean", "memchat_env", "pct", "peak_rss_mib", "process_tree", "rss_mib", "thread_cpu", "thread_cpu_delta",
+    "use_app_ref", "versions", "write_section",
+]
