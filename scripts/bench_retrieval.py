@@ -36,9 +36,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from app.memory.models import NewMemory  # noqa: E402
-from app.memory.search import SearchConfig  # noqa: E402
-from app.memory.store import MemoryStore  # noqa: E402
+from app.memory.models import NewMemory
+from app.memory.search import SearchConfig
+from app.memory.store import MemoryStore
 
 ORG = "bench-org"
 
@@ -53,8 +53,12 @@ CONFIGS: dict[str, SearchConfig] = {
     "rrf k=60, q-stopwords": SearchConfig(mode="rrf", rrf_k=60, preprocess="questions"),
     "rrf k=10, q-stopwords": SearchConfig(mode="rrf", rrf_k=10, preprocess="questions"),
     "rrf k=60, w_fts=2, q-stopwords": SearchConfig(mode="rrf", rrf_k=60, w_fts=2.0, preprocess="questions"),
-    "wsum c=5 floor=.2": SearchConfig(mode="wsum"),
-    "wsum c=5 floor=.2, q-stopwords": SearchConfig(mode="wsum", preprocess="questions"),
+    "wsum c=20 (content only, no date)": SearchConfig(mode="wsum", fts_column="content"),
+    "wsum c=20, q-stopwords": SearchConfig(mode="wsum", preprocess="questions"),
+    "wsum c=20, 30 candidates": SearchConfig(mode="wsum", candidates=30),
+    "wsum c=20, floor 0 (cosine not shifted)": SearchConfig(mode="wsum", cos_floor=0.0),
+    "wsum c=10": SearchConfig(mode="wsum", bm25_c=10.0),
+    "wsum c=5 floor=0.2": SearchConfig(mode="wsum", bm25_c=5.0, cos_floor=0.2),
 }
 
 
@@ -68,13 +72,15 @@ def grid() -> dict[str, SearchConfig]:
                     out[f"rrf k={k} wf={wf} col={col} pre={pre}"] = SearchConfig(
                         mode="rrf", rrf_k=k, w_fts=wf, fts_column=col, preprocess=pre
                     )
-            for c in (1.0, 2.0, 3.0, 5.0, 10.0):
-                for fl in (0.0, 0.1, 0.2, 0.3, 0.4):
-                    for wf in (0.5, 0.75, 1.0, 1.5, 2.0):
+            for c in (2.0, 5.0, 10.0, 15.0, 20.0, 30.0):
+                for fl in (0.0, 0.1, 0.2, 0.3):
+                    for wf in (0.5, 0.75, 1.0, 1.5):
                         out[f"wsum c={c} floor={fl} wf={wf} col={col} pre={pre}"] = SearchConfig(
                             mode="wsum", bm25_c=c, cos_floor=fl, w_fts=wf, fts_column=col, preprocess=pre
                         )
     out["dense"] = SearchConfig(mode="dense")
+    for cand in (10, 15, 20, 30, 50, 80):  # candidates per leg (the grid fetches 80 and truncates)
+        out[f"wsum c=20.0 floor=0.0 wf=1.0 col=search_text pre=none cand={cand}"] = SearchConfig(mode="wsum", candidates=cand)
     return out
 
 
@@ -82,12 +88,18 @@ async def evaluate_grid(store: MemoryStore, questions: list[dict], configs: dict
     """Quality only, for many fusion settings at once: fetch each leg's candidates once per
     question (the exact queries `run_search` issues) and fuse them offline."""
     from app.memory import filters as F
-    from app.memory.search import dense_leg, fts_leg, fuse_rrf, fuse_wsum, preprocess_query
+    from app.memory.search import (
+        dense_leg,
+        fts_leg,
+        fuse_rrf,
+        fuse_wsum,
+        preprocess_query,
+    )
 
-    k = 30
+    k = 80
     legs: list[dict] = []
     for q in questions:
-        where = F.build(ORG, q["namespace"])
+        where = F.build(ORG, q["namespace"])  # all memories are current here
         vec = (await store.embedder.embed([q["question"]]))[0]
         d = {"dense": await dense_leg(store.table, vec, where, k, ["id"])}
         for pre in ("none", "questions"):
@@ -99,15 +111,16 @@ async def evaluate_grid(store: MemoryStore, questions: list[dict], configs: dict
     for name, cfg in configs.items():
         r5, r10, rr = [], [], []
         for q, d in zip(questions, legs):
-            fts = d[(cfg.fts_column, cfg.preprocess)]
+            fts = d[(cfg.fts_column, cfg.preprocess)][: max(10, cfg.candidates)]
+            dense = d["dense"][: max(10, cfg.candidates)]
             if cfg.mode == "fts":
                 hits = fts
             elif cfg.mode == "dense":
-                hits = d["dense"]
+                hits = dense
             elif cfg.mode == "rrf":
-                hits = fuse_rrf([(fts, cfg.w_fts), (d["dense"], cfg.w_dense)], cfg.rrf_k)
+                hits = fuse_rrf([(fts, cfg.w_fts), (dense, cfg.w_dense)], cfg.rrf_k)
             else:
-                hits = fuse_wsum(fts, d["dense"], cfg)
+                hits = fuse_wsum(fts, dense, cfg)
             ids = [h[0]["id"] for h in hits[:10]]
             ev = set(q["evidence"])
             r5.append(len(ev & set(ids[:5])) / len(ev))
@@ -202,7 +215,7 @@ async def build_store(work: Path, data: dict, embedder) -> MemoryStore:
 
 def pct(xs: list[float], p: float) -> float:
     xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
+    return xs[min(len(xs) - 1, round(p / 100 * (len(xs) - 1)))]
 
 
 async def evaluate(store: MemoryStore, questions: list[dict], cfg: SearchConfig) -> dict:
@@ -264,7 +277,9 @@ async def main() -> None:
         print("|---|---:|---:|---:|")
         for name, r in ranked[: a.top]:
             print(f"| {name} | {r['R@5']:.1f} | {r['R@10']:.1f} | {r['MRR']:.3f} |")
-        for name in ("fts col=search_text pre=none", "fts col=content pre=none", "dense"):
+        for name in ("fts col=search_text pre=none", "fts col=content pre=none", "dense",
+                     "wsum c=20.0 floor=0.0 wf=1.0 col=search_text pre=none", "rrf k=60 wf=1.0 col=search_text pre=none",
+                     *(f"wsum c=20.0 floor=0.0 wf=1.0 col=search_text pre=none cand={c}" for c in (10, 15, 20, 30, 50, 80))):
             r = res[name]
             print(f"| {name} | {r['R@5']:.1f} | {r['R@10']:.1f} | {r['MRR']:.3f} |")
         if a.json_out:
@@ -272,7 +287,7 @@ async def main() -> None:
         await store.close()
         return
     configs = dict(CONFIGS)
-    configs.setdefault("default", store.search_config)
+    configs["**default: wsum c=20, floor 0.1, 50 candidates**"] = store.search_config
     if a.only:
         configs = {k: v for k, v in configs.items() if any(s in k for s in a.only)}
     results = {}

@@ -36,15 +36,16 @@ from pathlib import Path
 
 os.environ.setdefault("LANCEDB_LOG", "error")
 
+import msgspec
 import numpy as np
 import pyarrow as pa
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from app.memory import filters as F  # noqa: E402
-from app.memory.search import SearchConfig  # noqa: E402
-from app.memory.store import MemoryStore, build_schema, search_text  # noqa: E402
+from app.memory import filters as F
+from app.memory.search import SearchConfig
+from app.memory.store import MemoryStore, build_schema, search_text
 
 DIM = 384
 ORG = "bench-org"
@@ -79,7 +80,7 @@ class FakeEmbedder:
 def parse_size(s: str) -> int:
     s = s.lower()
     mult = {"k": 1_000, "m": 1_000_000}.get(s[-1], 1)
-    return int(float(s.rstrip("km")) * mult)
+    return round(float(s.rstrip("km")) * mult)
 
 
 def make_batch(rng, vocab, zipf_p, start: int, n: int, tenants: np.ndarray, schema: pa.Schema) -> pa.Table:
@@ -98,6 +99,7 @@ def make_batch(rng, vocab, zipf_p, start: int, n: int, tenants: np.ndarray, sche
     cols = {
         "pk": [F.pk_value(ORG, s, i) for s, i in zip(ns, ids)],
         "id": ids,
+        "write_id": [f"w{start}"] * n,
         "tenant": [F.tenant_key(ORG, s) for s in ns],
         "org_id": [ORG] * n,
         "namespace": ns,
@@ -113,6 +115,10 @@ def make_batch(rng, vocab, zipf_p, start: int, n: int, tenants: np.ndarray, sche
         "state": np.where(rng.random(n) < 0.03, "superseded", "current").tolist(),
         "superseded_by": [None] * n,
     }
+    enc = msgspec.json.Encoder()
+    keys = ["id", "org_id", "namespace", "content", "created_at", "updated_at", "source", "source_thread_id",
+            "source_turn_id", "entities", "state", "superseded_by"]
+    cols["payload"] = [enc.encode(dict(zip(keys, vals))).decode() for vals in zip(*(cols[k] for k in keys))]
     arrays = [pa.array(cols[f.name], type=f.type) for f in schema if f.name != "vector"]
     arrays.append(pa.FixedSizeListArray.from_arrays(pa.array(vec.ravel()), DIM))
     return pa.Table.from_arrays(arrays, schema=schema)
@@ -133,7 +139,7 @@ async def timed_queries(store, emb, queries, cfg, budget_s: float) -> tuple[list
 
 def pct(xs, p):
     xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
+    return xs[min(len(xs) - 1, round(p / 100 * (len(xs) - 1)))]
 
 
 async def bench_size(n: int, a, vocab, zipf_p) -> list[dict]:

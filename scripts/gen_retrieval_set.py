@@ -357,7 +357,7 @@ class UserGen:
     def build(self, sessions: int, turns: tuple[int, int]) -> None:
         rng = self.rng
         # Session dates: spread over ~20 months, sorted.
-        days = sorted(rng.sample(range(0, 600), sessions))
+        days = sorted(rng.sample(range(600), sessions))
         dates = [self.start + timedelta(days=d, hours=rng.randint(7, 22), minutes=rng.randint(0, 59)) for d in days]
         slots: list[list[tuple[str, dict]]] = [[] for _ in range(sessions)]  # facts per session
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import re
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -16,6 +17,7 @@ import msgspec
 import numpy as np
 import pytest
 
+from app.memory import filters as F
 from app.memory.models import Memory, NewMemory, ScoredMemory
 from app.memory.search import SearchConfig
 from app.memory.store import EmbedderMismatch, MemoryStore
@@ -34,7 +36,7 @@ class HashEmbedder:
     def _one(self, text: str) -> np.ndarray:
         v = np.zeros(self.dim, np.float32)
         words = _TOKEN.findall(text.lower())
-        for feat in words + [a + " " + b for a, b in zip(words, words[1:])]:
+        for feat in words + [a + " " + b for a, b in itertools.pairwise(words)]:
             h = int.from_bytes(hashlib.blake2b(feat.encode(), digest_size=8).digest(), "little")
             v[h % self.dim] += 1.0 if (h >> 63) & 1 else -1.0
         n = float(np.linalg.norm(v))
@@ -119,7 +121,7 @@ async def test_add_is_one_commit(store: MemoryStore):
 
 async def test_list_newest_first_paging_with_stable_tiebreak(store: MemoryStore):
     # 5 share a timestamp: their order must be by id (descending) and identical across calls.
-    items = [NewMemory(content=f"m{i}", created_at=at(i if i < 10 else 10), id=f"id-{i:02d}") for i in range(15)]
+    items = [NewMemory(content=f"m{i}", created_at=at(min(10, i)), id=f"id-{i:02d}") for i in range(15)]
     await store.add("o", "n", items[:8])
     await store.add("o", "n", items[8:])
     expected = [f"id-{i:02d}" for i in (14, 13, 12, 11, 10)] + [f"id-{i:02d}" for i in range(9, -1, -1)]
@@ -214,6 +216,30 @@ async def test_concurrent_idempotent_adds_do_not_duplicate(store: MemoryStore):
     assert await store.count("o", "n") == 5
 
 
+async def test_duplicate_rows_from_racing_writers_are_resolved(store: MemoryStore):
+    """Lance's primary-key conflict check misses some interleavings (seen with two processes
+    and a concurrent optimize()); simulate the outcome -- two stored copies of one id,
+    written by different writers -- and check both repair paths keep exactly the earliest."""
+    (first,) = await store.add("o", "n", [NewMemory(content="copy A", id="dup", created_at=at(1))])
+    late = msgspec.structs.replace(first, content="copy B", created_at=at(2))
+    vec = await store.embedder.embed(["copy B"])
+    await store.table.add(store._to_arrow([late], vec, write_id="racing-writer"))
+    other = msgspec.structs.replace(first, namespace="n2", content="other tenant")
+    await store.table.add(store._to_arrow([other], vec, write_id="w2"))
+    assert await store.table.count_rows(F.ids_filter("o", "n", ["dup"])) == 2
+    # an idempotent re-add of the id notices and repairs
+    (again,) = await store.add("o", "n", [NewMemory(content="copy C", id="dup")])
+    assert again.content == "copy A"
+    assert await store.table.count_rows(F.ids_filter("o", "n", ["dup"])) == 1
+    # the operator scan finds leftovers anywhere
+    await store.table.add(store._to_arrow([late], vec, write_id="racing-writer-2"))
+    assert await store.repair_duplicates() == 1
+    assert (await store.get("o", "n", "dup")).content == "copy A"
+    assert (await store.get("o", "n2", "dup")).content == "other tenant"
+    assert await store.table.count_rows() == 2
+    assert await store.repair_duplicates() == 0
+
+
 # ---------------------------------------------------------------- delete / supersede / update
 
 
@@ -258,6 +284,20 @@ async def test_supersede_excluded_from_search_and_list(store: MemoryStore):
     with pytest.raises(KeyError):
         await store.supersede("o", "n", new.id, other[0].id)
     assert await store.supersede("o", "other", new.id, other[0].id) is False
+
+
+@pytest.mark.parametrize("mode", ["fts", "dense", "wsum"])
+async def test_search_finds_current_memory_behind_many_superseded(store: MemoryStore, mode: str):
+    # Superseded rows are dropped after the index search (not in the prefilter); the legs
+    # must fetch more when the best matches are nearly all superseded.
+    old = await store.add("o", "n", [NewMemory(content=f"my car is a red red red sports car v{i}") for i in range(40)])
+    (cur,) = await store.add("o", "n", [NewMemory(content="the car I drive now is a blue van")])
+    for m in old:
+        assert await store.supersede("o", "n", m.id, cur.id)
+    hits = await store.search("o", "n", "red sports car", limit=3, config=SearchConfig(mode=mode))
+    assert [h.memory.id for h in hits] == [cur.id]
+    hits = await store.search("o", "n", "red sports car", limit=3, include_superseded=True, config=SearchConfig(mode=mode))
+    assert len(hits) == 3 and all(h.memory.state == "superseded" for h in hits)
 
 
 async def test_update_reembeds_and_changes_search(store: MemoryStore):

@@ -29,17 +29,19 @@ __all__ = [
     "and_",
     "build",
     "check_text",
+    "copies_filter",
     "current_filter",
     "cursor_filter",
     "entity_filter",
     "id_filter",
     "ids_filter",
     "pk_value",
+    "source_filter",
+    "split_tenant_key",
     "sql_str",
     "sql_timestamp",
-    "source_filter",
     "state_literal",
-    "split_tenant_key",
+    "target_write_id",
     "tenant_expr",
     "tenant_filter",
     "tenant_key",
@@ -122,6 +124,22 @@ def ids_filter(org_id: str, namespace: str, ids: Iterable[str]) -> str:
         raise ValueError("ids_filter needs at least one id")
     keys = ", ".join(sql_str(pk_value(org_id, namespace, i)) for i in ids)
     return and_(tenant_filter(org_id, namespace), f"pk IN ({keys})")
+
+
+def copies_filter(org_id: str, namespace: str, copies: Iterable[tuple[str, str]]) -> str:
+    """Specific stored copies, by (memory id, write_id)."""
+    parts = [
+        f"(pk = {sql_str(pk_value(org_id, namespace, mid))} AND write_id = {sql_str(wid)})" for mid, wid in copies
+    ]
+    if not parts:
+        raise ValueError("copies_filter needs at least one copy")
+    return and_(tenant_filter(org_id, namespace), " OR ".join(parts))
+
+
+def target_write_id(write_id: str) -> str:
+    """merge_insert ``when_matched_update_all(where=...)`` condition: the stored row is still
+    the version we read (compare-and-swap)."""
+    return f"target.write_id = {sql_str(write_id)}"
 
 
 def current_filter() -> str:

@@ -7,9 +7,12 @@ the store searches with (see `app.memory.search.SearchMode`):
 * ``dense``  -- cosine similarity of L2-normalised embeddings, in [-1, 1].
 * ``rrf`` / ``hybrid`` (LanceDB's RRF) -- reciprocal-rank-fusion sum,
   ``sum_i w_i / (k + rank_i)``; tiny numbers (<= sum(w)/(k+1)).
-* ``wsum`` (the default, see docs/benchmarks.md) -- weighted sum of per-leg scores each
-  mapped to [0, 1]: BM25 as ``s / (s + c)`` and cosine as ``(cos - floor) / (1 - floor)``
-  clipped to [0, 1]; the result lies in [0, 1].
+* ``wsum`` (the default, see docs/benchmarks.md) -- mean of the two legs' scores, each
+  mapped to [0, 1]: BM25 ``s`` as ``s / (s + 20)`` and cosine as ``(cos - 0.1) / 0.9``
+  clipped to [0, 1]; a memory found by one leg only gets 0 from the other. The result lies
+  in [0, 1]; a memory sharing no word with the query and with cosine <= 0.1 scores exactly
+  0, so ``score > 0`` means "some evidence of relevance". With MiniLM, clearly relevant
+  memories typically score ~0.3-0.6.
 
 `min_score` filters on that same scale.
 """

@@ -2,7 +2,9 @@
 cosine search over the embedder's vectors), and hybrids of the two.
 
 Every leg is a LanceDB query with the tenant filter as a *prefilter* (``where`` before
-``limit``): a tenant never sees -- or is ranked against -- another tenant's rows.
+``limit``): a tenant never sees -- or is ranked against -- another tenant's rows (BM25
+statistics are still table-wide). Superseded memories are dropped after the index search
+(see `run_search`). The fusion modes run both legs concurrently, ``candidates`` hits each.
 
 Modes (`SearchConfig.mode`) and the scale of the score they return (higher = better):
 
@@ -15,13 +17,14 @@ Modes (`SearchConfig.mode`) and the scale of the score they return (higher = bet
             the weights, so the result is in [0, 1]; a hit found by one leg only gets 0
             from the other.
 
-Which one is the default is decided by ``scripts/bench_retrieval.py`` (docs/benchmarks.md).
+The default -- ``wsum`` with ``bm25_c=20``, ``cos_floor=0.1``, equal weights, 50 candidates
+per leg, FTS on content + date -- was chosen with ``scripts/bench_retrieval.py``
+(docs/benchmarks.md).
 """
 
 from __future__ import annotations
 
 import asyncio
-import math
 import re
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Literal
@@ -57,13 +60,13 @@ class SearchConfig(msgspec.Struct, frozen=True, kw_only=True):
     # FTS column: "search_text" (content + the memory's date in words) or "content".
     fts_column: str = "search_text"
     # Candidates fetched per leg before fusion (fusion modes only); at least ``limit``.
-    candidates: int = 30
+    candidates: int = 50
     rrf_k: float = 60.0
     w_fts: float = 1.0
     w_dense: float = 1.0
-    # wsum normalisation constants.
-    bm25_c: float = 5.0
-    cos_floor: float = 0.2
+    # wsum normalisation constants (tuned on the "tune" split, see docs/benchmarks.md).
+    bm25_c: float = 20.0
+    cos_floor: float = 0.1
     # "none" or "questions" (drop QUESTION_STOP_WORDS from the FTS query text).
     preprocess: Literal["none", "questions"] = "none"
 
@@ -183,6 +186,27 @@ def fuse_wsum(fts: list[Hit], dense: list[Hit], cfg: SearchConfig) -> list[Hit]:
     return sorted(((row[i], s / wsum) for i, s in score.items()), key=lambda h: (-h[1], h[0]["id"]))
 
 
+async def _post_filtered(run: Callable[[int], Awaitable[list[Hit]]], k: int, keep: Callable[[Row], bool] | None) -> list[Hit]:
+    """Run a leg for ``k`` hits that satisfy ``keep``. Over-fetches a little and, in the rare
+    case that too many hits were dropped, asks again for more."""
+    if keep is None:
+        return await run(k)
+    fetch = k + max(8, k // 2)
+    while True:
+        hits = await run(fetch)
+        kept = [h for h in hits if keep(h[0])]
+        if len(kept) >= k or len(hits) < fetch or fetch >= MAX_FETCH:
+            return kept[:k]
+        fetch *= 4
+
+
+MAX_FETCH = 2000
+
+
+def _is_current(row: Row) -> bool:
+    return row.get("state") == "current"
+
+
 async def run_search(
     table,
     cfg: SearchConfig,
@@ -191,35 +215,61 @@ async def run_search(
     limit: int,
     select: Sequence[str],
     embed_query: Callable[[str], Awaitable[np.ndarray]] | None,
+    *,
+    current_only: bool = True,
+    decode: Callable[[Row], Row] | None = None,
     ann_opts: dict[str, Any] | None = None,
 ) -> list[Hit]:
-    """Run one search in the given mode; returns up to ``limit`` (row, score), best first."""
+    """Run one search in the given mode; returns up to ``limit`` (row, score), best first.
+
+    ``where`` is the tenant prefilter (SQL). ``current_only`` drops superseded memories
+    *after* the index search instead of adding ``state = 'current'`` to the prefilter:
+    with only the BTree-indexed tenant equality in the prefilter Lance needs no extra read
+    of the ``state`` column for every row of the tenant (a third of the latency at 1M rows,
+    see docs/benchmarks.md); superseded rows are few, and the legs over-fetch to cover them.
+    """
     ann_opts = ann_opts or {}
     if limit <= 0 or not query or not query.strip():
         return []
+    if decode is None and "state" not in select:
+        select = [*select, "state"]
+    keep = _is_current if current_only else None
     text = preprocess_query(query, cfg.preprocess)
+
+    def decoded(leg: Awaitable[list[Hit]]) -> Awaitable[list[Hit]]:
+        if decode is None:
+            return leg
+
+        async def run() -> list[Hit]:
+            return [(decode(r), s) for r, s in await leg]
+
+        return run()
+
+    def fts(k: int) -> Awaitable[list[Hit]]:
+        return _post_filtered(lambda n: decoded(fts_leg(table, text, where, n, cfg.fts_column, select)), k, keep)
+
+    def dense_k(vec: np.ndarray, k: int) -> Awaitable[list[Hit]]:
+        return _post_filtered(lambda n: decoded(dense_leg(table, vec, where, n, select, **ann_opts)), k, keep)
+
     if cfg.mode == "fts" or embed_query is None:
-        return await fts_leg(table, text, where, limit, cfg.fts_column, select)
+        return await fts(limit)
     if cfg.mode == "dense":
-        vec = await embed_query(query)
-        return await dense_leg(table, vec, where, limit, select, **ann_opts)
+        return await dense_k(await embed_query(query), limit)
     k = max(limit, cfg.candidates)
     if cfg.mode == "hybrid":
+        from app.memory.filters import and_, current_filter
+
         vec = await embed_query(query)
-        hits = await lancedb_hybrid(table, text, vec, where, k, cfg.fts_column, select, cfg.rrf_k)
+        w = and_(where, current_filter()) if current_only else where
+        hits = await decoded(lancedb_hybrid(table, text, vec, w, k, cfg.fts_column, select, cfg.rrf_k))
         return hits[:limit]
 
     async def dense() -> list[Hit]:
-        vec = await embed_query(query)
-        return await dense_leg(table, vec, where, k, select, **ann_opts)
+        return await dense_k(await embed_query(query), k)
 
-    fts_hits, dense_hits = await asyncio.gather(fts_leg(table, text, where, k, cfg.fts_column, select), dense())
+    fts_hits, dense_hits = await asyncio.gather(fts(k), dense())
     if cfg.mode == "rrf":
         fused = fuse_rrf([(fts_hits, cfg.w_fts), (dense_hits, cfg.w_dense)], cfg.rrf_k)
     else:
         fused = fuse_wsum(fts_hits, dense_hits, cfg)
     return fused[:limit]
-
-
-def finite(x: float) -> float:
-    return x if math.isfinite(x) else 0.0
