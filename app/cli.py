@@ -1,4 +1,5 @@
-"""The ``memchat`` command: ``serve`` and ``keys``."""
+"""The ``memchat`` command: ``serve``, ``keys``, and the memory tools ``export``, ``import`` and
+``backfill-entities`` (HTTP clients of a running server: ``--url``, ``--key`` or ``MEMCHAT_API_KEY``)."""
 
 from __future__ import annotations
 
@@ -76,6 +77,144 @@ def cmd_keys(args: argparse.Namespace) -> int:
     return 2
 
 
+class CliError(Exception):
+    pass
+
+
+def _client(args: argparse.Namespace):  # -> httpx2.Client
+    import httpx2
+
+    key = args.key or os.environ.get("MEMCHAT_API_KEY")
+    if not key:
+        raise CliError("an API key is needed: --key or MEMCHAT_API_KEY")
+    return httpx2.Client(base_url=args.url.rstrip("/") + "/api/v1/memory", timeout=args.timeout,
+                         headers={"Authorization": f"Bearer {key}"})
+
+
+def _check(resp) -> dict:
+    if resp.status_code >= 400:
+        try:
+            detail = resp.json().get("detail") or resp.text
+        except ValueError:
+            detail = resp.text
+        raise CliError(f"HTTP {resp.status_code} from {resp.request.method} {resp.request.url.path}: {detail}")
+    return resp.json()
+
+
+def _progress(label: str, done: int, total: int | None, end: bool = False) -> None:
+    if total:
+        width = 30
+        filled = min(width, width * done // total)
+        text = f"\r{label} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}"
+    else:
+        text = f"\r{label} {done}"
+    print(text, end="\n" if end else "", file=sys.stderr, flush=True)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    out = open(args.output, "wb") if args.output and args.output != "-" else sys.stdout.buffer  # noqa: SIM115
+    lines = 0
+    try:
+        with _client(args) as client, client.stream("GET", "/export", params={"namespace": args.namespace}) as resp:
+            if resp.status_code >= 400:
+                resp.read()
+                _check(resp)
+            for chunk in resp.iter_bytes():
+                out.write(chunk)
+                lines += chunk.count(b"\n")
+                if out is not sys.stdout.buffer:
+                    _progress("export", lines, None)
+    finally:
+        if out is not sys.stdout.buffer:
+            out.close()
+        else:
+            out.flush()
+    print(f"\rexported {lines} memories", file=sys.stderr)
+    return 0
+
+
+def _has_link(line: bytes) -> bool:
+    import json
+
+    try:
+        item = json.loads(line)
+    except ValueError:
+        return False
+    return isinstance(item, dict) and bool(item.get("supersededBy"))
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    raw = sys.stdin.buffer.read() if args.file == "-" else Path(args.file).read_bytes()
+    text = raw.lstrip()
+    if text.startswith(b"["):
+        import json
+
+        lines = [json.dumps(item).encode() for item in json.loads(text)]
+    else:
+        lines = [line for line in raw.splitlines() if line.strip()]
+    total = len(lines)
+    if not total:
+        print("nothing to import (empty file)", file=sys.stderr)
+        return 0
+    unresolved_lines: list[bytes] = []
+    result: dict = {}
+    with _client(args) as client:
+        def send(batch: list[bytes]) -> dict:
+            resp = client.post("/import", params={"namespace": args.namespace}, content=b"\n".join(batch),
+                               headers={"Content-Type": "application/x-ndjson"})
+            return _check(resp)
+
+        done = 0
+        for start in range(0, total, args.batch):
+            batch = lines[start:start + args.batch]
+            result = send(batch)
+            if result.get("unresolvedLinks"):
+                unresolved_lines.extend(line for line in batch if _has_link(line))
+            done += len(batch)
+            _progress("import", done, total)
+        # A link whose successor came in a later batch: send those records again (ids are kept, so the
+        # memories are not written twice); now the successor exists.
+        if unresolved_lines:
+            for start in range(0, len(unresolved_lines), args.batch):
+                result = send(unresolved_lines[start:start + args.batch])
+    _progress("import", total, total, end=True)
+    print(f"imported {total} records; namespace now holds {result.get('total', '?')} memories"
+          + (f"; {result['unresolvedLinks']} supersession links unresolved" if result.get("unresolvedLinks") else ""),
+          file=sys.stderr)
+    return 0
+
+
+def cmd_backfill(args: argparse.Namespace) -> int:
+    totals = {"examined": 0, "processed": 0, "skipped": 0, "failed": 0}
+    with _client(args) as client:
+        params = {"namespace": args.namespace, "limit": 1, "include_superseded": "true"}
+        memories = _check(client.get("/", params=params))["total"]
+        offset = 0
+        while True:
+            page = _check(client.post("/backfill-entities", params={
+                "namespace": args.namespace, "limit": args.limit, "offset": offset, "chunk_size": args.chunk_size}))
+            for key in totals:
+                totals[key] += page[key]
+            _progress("backfill-entities", page["nextOffset"], max(memories, page["nextOffset"]))
+            if not page["hasMore"]:
+                break
+            offset = page["nextOffset"]
+    _progress("backfill-entities", totals["examined"], max(memories, totals["examined"]), end=True)
+    print(" ".join(f"{k}={v}" for k, v in totals.items()), file=sys.stderr)
+    return 1 if totals["failed"] else 0
+
+
+def _remote(sub, name: str, help_: str, func) -> argparse.ArgumentParser:
+    env = os.environ
+    cmd = sub.add_parser(name, help=help_)
+    cmd.add_argument("--url", default=env.get("MEMCHAT_URL", "http://127.0.0.1:8000"), help="memchat server")
+    cmd.add_argument("--key", default=None, help="API key (default: $MEMCHAT_API_KEY)")
+    cmd.add_argument("--namespace", default="", help="the user's namespace (default: global)")
+    cmd.add_argument("--timeout", type=float, default=600.0, help="seconds per HTTP request")
+    cmd.set_defaults(func=func)
+    return cmd
+
+
 def build_parser() -> argparse.ArgumentParser:
     env = os.environ
     parser = argparse.ArgumentParser(prog="memchat", description="OpenAI-compatible chat with long-term memory")
@@ -98,9 +237,27 @@ def build_parser() -> argparse.ArgumentParser:
     revoke = keys_sub.add_parser("revoke", help="revoke a key by id")
     revoke.add_argument("key_id")
     keys.set_defaults(func=cmd_keys)
+
+    export = _remote(sub, "export", "write a namespace's memories as JSON Lines", cmd_export)
+    export.add_argument("-o", "--output", default=None, help="file to write (default: stdout)")
+    imp = _remote(sub, "import", "import memories from a JSON Lines (or JSON array) file", cmd_import)
+    imp.add_argument("file", help="file to read ('-': stdin)")
+    imp.add_argument("--batch", type=int, default=5000, help="records per request")
+    backfill = _remote(sub, "backfill-entities", "extract entities for every memory that has none", cmd_backfill)
+    backfill.add_argument("--limit", type=int, default=50, help="memories per request (1..50)")
+    backfill.add_argument("--chunk-size", type=int, default=5, help="memories per model call (1..10)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return int(args.func(args))
+    try:
+        return int(args.func(args))
+    except CliError as exc:
+        print(f"\nmemchat: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        if isinstance(exc, OSError) or type(exc).__module__.startswith("httpx"):  # unreadable file, no server
+            print(f"\nmemchat: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return 2
+        raise

@@ -27,12 +27,14 @@ from app.llm.upstream import UpstreamClient
 from app.memory.commitlog import CommitLog
 from app.memory.committer import ChatKey, Committer
 from app.memory.embed import Embedder, EmbedderUnavailable, build_embedder
+from app.memory.entities import EntityExtractor, EntityMarks
 from app.memory.extract import build_extractor
 from app.memory.models import Memory
 from app.memory.retrieval import MemoryRetriever
 from app.memory.scheduler import CommitScheduler
 from app.memory.serialize import memory_json
 from app.memory.store import MemoryStore
+from app.memory.versions import VersionLog
 
 log = logging.getLogger("memchat")
 
@@ -63,6 +65,9 @@ class Services:
     scheduler: CommitScheduler
     pipeline: ChatPipeline
     events: EventHub
+    versions: VersionLog  # these three: memory REST API (PATCH history, entity backfill)
+    entity_marks: EntityMarks
+    entity_extractor: EntityExtractor
     task_group: TaskGroup | None = None
 
     @classmethod
@@ -93,6 +98,9 @@ class Services:
         db = await lancedb.connect_async(uri, storage_options=options, read_consistency_interval=timedelta(0))
         turnlog = await TurnLog.open(db)
         commits = await CommitLog.open(db, lease=timedelta(seconds=settings.memory.commit_lease))
+        versions, entity_marks = await VersionLog.open(db), await EntityMarks.open(db)
+        entity_extractor = EntityExtractor(None if backend.offline else backend,  # type: ignore[arg-type]
+                                           settings.memory.memory_model or settings.server.default_model)
 
         events = EventHub()
         extractor = build_extractor(settings.memory.extractor, client=backend if not backend.offline else None,
@@ -114,7 +122,8 @@ class Services:
         log.info("memory: store %s, embedder %s, extractor %s", uri, embedder.name, extractor.name)
         return cls(settings=settings, keyring=keyring, backend=backend, store=store, turnlog=turnlog,
                    commits=commits, conversations=conversations, scheduler=scheduler, pipeline=pipeline,
-                   events=events)
+                   events=events, versions=versions, entity_marks=entity_marks,
+                   entity_extractor=entity_extractor)
 
     async def run_background(self, task_group: TaskGroup) -> None:
         """Start the background work in the lifespan's task group."""
@@ -131,6 +140,8 @@ class Services:
         await self.store.maintain()
         await self.turnlog.maintain()
         await self.commits.maintain()
+        await self.versions.maintain()
+        await self.entity_marks.maintain()
 
     async def _maintenance_loop(self) -> None:
         interval = self.settings.memory.maintenance_interval

@@ -1,48 +1,67 @@
-"""Memory REST API (``/api/v1/memory``), shaped as in the seed: camelCase memories, 422 ``detail`` errors."""
+"""Memory REST API (``/api/v1/memory``), shaped as in the seed: camelCase memories, 422 ``detail`` errors.
+
+Bodies are decoded by hand (`decode_body`) so every error keeps the seed's ``{"detail": [{"loc", "msg",
+"type"}]}`` shape with a precise ``loc``; query parameters are declared in the handler signatures
+(Litestar validates them and ``app.api.errors`` renders its errors as 422 ``detail`` items). The
+OpenAPI document at ``/schema`` describes both: request bodies come from the same msgspec Structs the
+handlers decode with (`_operation`), responses from the Structs in `app.api.memory_models`.
+"""
 
 from __future__ import annotations
 
 import re
 import uuid
-from typing import Any, TypeVar
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
-from litestar import Request, Response, Router, delete, get, post
+from litestar import Request, Response, Router, delete, get, patch, post
 from litestar.di import Provide
+from litestar.openapi.spec import OpenAPIMediaType, Operation, RequestBody
+from litestar.openapi.spec import Parameter as ParameterSpec
+from litestar.params import Parameter
+from litestar.response import Stream
+from msgspec import UNSET
 
+from app.api import memory_models as M
 from app.api.deps import provide_principal, provide_services
 from app.auth import Principal
 from app.chat.request import validate_namespace
 from app.errors import InvalidRequest, NotFound, PermissionDenied
+from app.memory import transfer
+from app.memory.entities import backfill_page, clean_entities
 from app.memory.models import NewMemory
 from app.memory.serialize import memory_json
+from app.memory.versions import delete_tenant_rows
 from app.services import Services
 
-MAX_CONTENT_CHARS = 32_000
+MAX_CONTENT_CHARS = M.MAX_CONTENT_CHARS
+IMPORT_MAX_BYTES = 64 * 1024 * 1024
 T = TypeVar("T")
 _LOC = re.compile(r"at `\$\.?([^`]*)`")
 
 
-class CreateMemoryBody(msgspec.Struct, forbid_unknown_fields=False):
-    content: str
-    organizationId: str | None = None  # noqa: N815 (the seed's field name)
-
-
-class SearchBody(msgspec.Struct, forbid_unknown_fields=False):
-    query: str
-    limit: int = 10
-    namespace: str | None = None
+def _int_fields(type_: Any) -> frozenset[str]:
+    info = msgspec.inspect.type_info(type_)
+    fields = getattr(info, "fields", ())
+    return frozenset(f.name for f in fields if isinstance(f.type, msgspec.inspect.IntType))
 
 
 def decode_body(raw: bytes, type_: type[T]) -> T:
     if not raw.strip():
         raise InvalidRequest("request body is required", loc=("body",), code="missing")
     try:
-        return msgspec.json.decode(raw, type=type_)
+        data = msgspec.json.decode(raw)
+        if isinstance(data, dict):  # JSON has one number type: 10.0 is a valid integer
+            for name in _int_fields(type_):
+                value = data.get(name)
+                if isinstance(value, float) and value.is_integer():
+                    data[name] = int(value)
+        return msgspec.convert(data, type_)
     except msgspec.ValidationError as exc:
         match = _LOC.search(str(exc))
         field = match.group(1) if match else ""
-        loc = ("body", *[p for p in re.split(r"[.\[\]]+", field) if p]) if field else ("body",)
+        loc = ("body", *[int(p) if p.isdigit() else p for p in re.split(r"[.\[\]]+", field) if p]) if field else ("body",)
         message = str(exc).split(" - at ")[0]
         raise InvalidRequest(message, loc=loc, code="value_error") from None
     except msgspec.DecodeError as exc:
@@ -50,7 +69,7 @@ def decode_body(raw: bytes, type_: type[T]) -> T:
 
 
 def check_content(content: str) -> str:
-    if not content.strip():
+    if transfer.is_blank(content):
         raise InvalidRequest("content must not be empty", loc=("body", "content"), code="string_too_short")
     if len(content) > MAX_CONTENT_CHARS:
         raise InvalidRequest(f"content must be at most {MAX_CONTENT_CHARS} characters", loc=("body", "content"),
@@ -62,91 +81,265 @@ def check_content(content: str) -> str:
     return content
 
 
-def query_int(request: Request[Any, Any, Any], name: str, default: int, low: int, high: int | None) -> int:
-    raw = request.query_params.get(name)
-    if raw is None:
-        return default
+def check_namespace(value: str | None, loc: tuple[str, ...] = ("query", "namespace")) -> str:
     try:
-        value = int(raw)
-    except ValueError:
-        raise InvalidRequest(f"{name} must be an integer", loc=("query", name), code="int_parsing") from None
-    if value < low or (high is not None and value > high):
-        bound = f"between {low} and {high}" if high is not None else f">= {low}"
-        raise InvalidRequest(f"{name} must be {bound}", loc=("query", name), code="value_error")
-    return value
-
-
-def query_namespace(request: Request[Any, Any, Any]) -> str:
-    try:
-        return validate_namespace(request.query_params.get("namespace"))
+        return validate_namespace(value)
     except InvalidRequest as exc:
-        raise InvalidRequest(exc.message, loc=("query", "namespace"), code="value_error") from None
+        raise InvalidRequest(exc.message, loc=loc, code="value_error") from None
 
 
-def check_uuid(memory_id: str) -> str:
+def check_uuid(value: str, loc: tuple[str, ...] = ("path", "memory_id")) -> str:
     try:
-        return str(uuid.UUID(memory_id))
+        return str(uuid.UUID(value))
     except ValueError:
-        raise InvalidRequest("memory_id must be a UUID", loc=("path", "memory_id"), code="uuid_parsing") from None
+        raise InvalidRequest(f"{loc[-1]} must be a UUID", loc=loc, code="uuid_parsing") from None
 
 
-@post("/", status_code=200)
-async def create_memory(request: Request[Any, Any, Any], principal: Principal, services: Services) -> dict[str, Any]:
-    body = decode_body(await request.body(), CreateMemoryBody)
+# --------------------------------------------------------------------------- OpenAPI declarations
+
+Namespace = Annotated[str, Parameter(max_length=256, pattern=r"^[^\x00-\x1f\x7f-\x9f]*$", description=(
+    "The end user's namespace (printable, at most 256 characters); `\"\"` is the organisation's global one."))]
+MemoryId = Annotated[str, Parameter(schema_extra={"format": "uuid"}, description="The memory's id (a UUID).")]
+Limit = Annotated[int, Parameter(ge=1, le=100, description="Page size.")]
+Offset = Annotated[int, Parameter(ge=0, description="Memories to skip (newest first).")]
+MAX_OFFSET = 2**31  # past any table; LanceDB takes offsets as u32 (larger ones raise OverflowError)
+_AUTH_PARAMS = [
+    ParameterSpec(name="authorization", param_in="header", required=False, schema=M.schema_of(str),
+                  description="`Bearer <key>` or the raw key."),
+    ParameterSpec(name="X-API-Key", param_in="header", required=False, schema=M.schema_of(str)),
+    ParameterSpec(name="vai_token", param_in="cookie", required=False, schema=M.schema_of(str),
+                  description="The web page's sign-in cookie."),
+]
+
+
+def _operation(body: dict[str, Any] | None = None, required: tuple[str, ...] = ()) -> type[Operation]:
+    """An `Operation` that documents the body the handler decodes itself (``{media type: JSON schema}``),
+    the accepted credentials, query parameters the handler requires itself (``required``: checked by
+    hand, so their error keeps its ``loc``), and drops Litestar's generic 400 (parameter errors are 422)."""
+
+    @dataclass
+    class MemoryOperation(Operation):
+        def __post_init__(self) -> None:
+            if self.responses:
+                self.responses.pop("400", None)
+                if "204" in self.responses:
+                    self.responses["204"].content = None  # type: ignore[union-attr]  # no body at all
+            self.parameters = [*(self.parameters or []), *_AUTH_PARAMS]  # type: ignore[list-item]
+            for p in self.parameters:
+                if p.name in required and p.param_in == "query":  # type: ignore[union-attr]
+                    p.required = True  # type: ignore[union-attr]
+                    if p.schema is not None:  # type: ignore[union-attr]
+                        p.schema.default = None  # type: ignore[union-attr]
+            if body is not None:
+                self.request_body = RequestBody(
+                    content={media: OpenAPIMediaType(schema=schema) for media, schema in body.items()},  # type: ignore[misc]
+                    required=True)
+
+    return MemoryOperation
+
+
+def _json_body(type_: Any) -> type[Operation]:
+    """Documents a JSON body of ``type_`` (a Struct, possibly Annotated with extra JSON Schema)."""
+    return _operation({"application/json": M.schema_of(type_)})
+
+
+# --------------------------------------------------------------------------- seed routes
+
+
+@post("/", status_code=200, operation_class=_json_body(M.CreateMemoryBody),
+      responses=M.responses(M.MemoryOut, 401, 403, 413, 422), summary="Create Memory")
+async def create_memory(request: Request[Any, Any, Any], principal: Principal, services: Services,
+                        namespace: Namespace = "") -> dict[str, Any]:
+    """Store an explicit memory (``source: "explicit"``) in the namespace."""
+    body = decode_body(await request.body(), M.CreateMemoryBody)
     if body.organizationId is not None and body.organizationId != principal.org_id:
         raise PermissionDenied("organizationId does not match the organisation of this API key")
-    namespace = query_namespace(request)
-    [memory] = await services.store.add(principal.org_id, namespace,
+    ns = check_namespace(namespace)
+    [memory] = await services.store.add(principal.org_id, ns,
                                         [NewMemory(content=check_content(body.content), source="explicit")])
     return memory_json(memory)
 
 
-@post("/search", status_code=200)
-async def search_memories(request: Request[Any, Any, Any], principal: Principal,
-                          services: Services) -> dict[str, Any]:
-    body = decode_body(await request.body(), SearchBody)
-    if not 1 <= body.limit <= 100:
-        raise InvalidRequest("limit must be between 1 and 100", loc=("body", "limit"), code="value_error")
-    if body.namespace is not None:
-        try:
-            namespace = validate_namespace(body.namespace)
-        except InvalidRequest as exc:
-            raise InvalidRequest(exc.message, loc=("body", "namespace"), code="value_error") from None
-    else:
-        namespace = query_namespace(request)
-    hits = await services.store.search(principal.org_id, namespace, body.query, limit=body.limit)
+@post("/search", status_code=200, operation_class=_json_body(M.SearchBody),
+      responses=M.responses(M.SearchResults, 401, 413, 422), summary="Search Memories")
+async def search_memories(request: Request[Any, Any, Any], principal: Principal, services: Services,
+                          namespace: Namespace = "") -> dict[str, Any]:
+    """Hybrid search of the namespace's current memories (``namespace`` in the body wins)."""
+    body = decode_body(await request.body(), M.SearchBody)
+    ns = check_namespace(body.namespace, ("body", "namespace")) if body.namespace is not None else check_namespace(namespace)
+    hits = await services.store.search(principal.org_id, ns, body.query, limit=body.limit)
     return {"results": [{**memory_json(h.memory), "score": round(float(h.score), 6)} for h in hits]}
 
 
-@get("/")
-async def list_memories(request: Request[Any, Any, Any], principal: Principal, services: Services) -> dict[str, Any]:
-    limit = query_int(request, "limit", 50, 1, 100)
-    offset = query_int(request, "offset", 0, 0, None)
-    namespace = query_namespace(request)
-    memories, total = await services.store.list(principal.org_id, namespace, limit=limit, offset=offset)
+@get("/", operation_class=_operation(), responses=M.responses(M.MemoryList, 401, 404, 422), summary="List Memories")
+async def list_memories(
+    principal: Principal, services: Services, namespace: Namespace = "", limit: Limit = 50, offset: Offset = 0,
+    source: Annotated[Literal["explicit", "conversation"] | None, Parameter(
+        description="Only memories of this source.")] = None,
+    entity: Annotated[str | None, Parameter(min_length=1, max_length=500, description=(
+        "Only memories with this entity (exact, case-sensitive).")) ] = None,
+    include_superseded: Annotated[bool, Parameter(description="Also list superseded memories.")] = False,
+    before: Annotated[str | None, Parameter(schema_extra={"format": "uuid"}, description=(
+        "Keyset paging: start after this memory (the last one of the previous page); stable while "
+        "memories are added. Combines with offset."))] = None,
+) -> dict[str, Any]:
+    """The namespace's memories, newest first (``createdAt``, then ``id``, descending)."""
+    ns = check_namespace(namespace)
+    cursor = None
+    if before is not None:
+        anchor = await services.store.get(principal.org_id, ns, check_uuid(before, ("query", "before")))
+        if anchor is None:
+            raise NotFound("before: no such memory in this namespace")
+        cursor = (anchor.created_at, anchor.id)
+    memories, total = await services.store.list(principal.org_id, ns, limit=limit, offset=min(offset, MAX_OFFSET),
+                                                source=source, entity=entity, include_superseded=include_superseded,
+                                                before=cursor)
     return {"memories": [memory_json(m) for m in memories], "total": total}
 
 
-@get("/{memory_id:str}")
-async def get_memory(request: Request[Any, Any, Any], memory_id: str, principal: Principal,
-                     services: Services) -> dict[str, Any]:
-    memory = await services.store.get(principal.org_id, query_namespace(request), check_uuid(memory_id))
+@get("/{memory_id:str}", operation_class=_operation(), responses=M.responses(M.MemoryOut, 401, 404, 422),
+     summary="Get Memory")
+async def get_memory(memory_id: MemoryId, principal: Principal, services: Services,
+                     namespace: Namespace = "") -> dict[str, Any]:
+    memory = await services.store.get(principal.org_id, check_namespace(namespace), check_uuid(memory_id))
     if memory is None:
         raise NotFound("memory not found")
     return memory_json(memory)
 
 
-@delete("/{memory_id:str}", status_code=204)
-async def delete_memory(request: Request[Any, Any, Any], memory_id: str, principal: Principal,
-                        services: Services) -> Response[None]:
-    if not await services.store.delete(principal.org_id, query_namespace(request), check_uuid(memory_id)):
+@delete("/{memory_id:str}", status_code=204, operation_class=_operation(),
+        responses=M.responses(None, 401, 404, 422), summary="Delete Memory")
+async def delete_memory(memory_id: MemoryId, principal: Principal, services: Services,
+                        namespace: Namespace = "") -> Response[None]:
+    """Delete the memory and its earlier versions."""
+    org, ns, mid = principal.org_id, check_namespace(namespace), check_uuid(memory_id)
+    if not await services.store.delete(org, ns, mid):
         raise NotFound("memory not found")
+    await services.versions.delete_memory(org, ns, mid)
+    await services.entity_marks.delete_memory(org, ns, mid)
     return Response(None, status_code=204)
+
+
+@post("/backfill-entities", status_code=200, operation_class=_operation(),
+      responses=M.responses(M.BackfillOut, 401, 422), summary="Backfill Entities")
+async def backfill_entities(
+    principal: Principal, services: Services, namespace: Namespace = "",
+    limit: Annotated[int, Parameter(ge=1, le=50, description="Memories examined by this call.")] = 20,
+    offset: Offset = 0,
+    chunk_size: Annotated[int, Parameter(ge=1, le=10, description="Memories per model call.")] = 5,
+) -> dict[str, Any]:
+    """Extract the entities of one page of memories that have none; call again with ``nextOffset``
+    while ``hasMore``. Memories already processed are skipped, so re-running is cheap."""
+    result = await backfill_page(services.store, services.entity_marks, services.entity_extractor,
+                                 principal.org_id, check_namespace(namespace), limit=limit,
+                                 offset=min(offset, MAX_OFFSET), chunk_size=chunk_size)
+    result.offset = offset
+    result.nextOffset = max(result.nextOffset, offset)
+    return msgspec.structs.asdict(result)
+
+
+# --------------------------------------------------------------------------- beyond the seed
+
+
+@patch("/{memory_id:str}", operation_class=_json_body(M.PATCH_BODY),
+       responses=M.responses(M.MemoryOut, 401, 404, 413, 422), summary="Update Memory")
+async def update_memory(request: Request[Any, Any, Any], memory_id: MemoryId, principal: Principal,
+                        services: Services, namespace: Namespace = "") -> dict[str, Any]:
+    """Change a memory's content (re-embedded) and/or entities; the replaced version is kept (see
+    ``/history``)."""
+    body = decode_body(await request.body(), M.PatchMemoryBody)
+    org, ns, mid = principal.org_id, check_namespace(namespace), check_uuid(memory_id)
+    if body.content is UNSET and body.entities is UNSET:
+        raise InvalidRequest("give content and/or entities", loc=("body",), code="missing")
+    content = check_content(body.content) if body.content is not UNSET else None
+    entities = clean_entities(body.entities) if body.entities is not UNSET else None
+    current = await services.store.get(org, ns, mid)
+    if current is None:
+        raise NotFound("memory not found")
+    if (content is None or content == current.content) and (entities is None or entities == current.entities):
+        return memory_json(current)  # nothing changes: no new version
+    await services.versions.record(current)
+    updated = await services.store.update(org, ns, mid, content=content, entities=entities)
+    if updated is None:
+        raise NotFound("memory not found")
+    return memory_json(updated)
+
+
+@get("/{memory_id:str}/history", operation_class=_operation(),
+     responses=M.responses(M.MemoryHistory, 401, 404, 422), summary="Memory History")
+async def memory_history(memory_id: MemoryId, principal: Principal, services: Services,
+                         namespace: Namespace = "") -> dict[str, Any]:
+    """Versions oldest to newest (the last is the current one) and the supersession links."""
+    org, ns = principal.org_id, check_namespace(namespace)
+    memory = await services.store.get(org, ns, check_uuid(memory_id))
+    if memory is None:
+        raise NotFound("memory not found")
+    versions = await services.versions.history(memory)
+    supersedes: list[str] = []
+    async for page in services.store.iter_all(org, ns, include_superseded=True):
+        supersedes.extend(m.id for m in page if m.superseded_by == memory.id)
+    return {
+        "id": memory.id, "namespace": memory.namespace, "state": memory.state,
+        "supersededBy": memory.superseded_by, "supersedes": supersedes,
+        "versions": [M.version_json(i, v) for i, v in enumerate(versions, 1)],
+    }
+
+
+@delete("/", status_code=200, operation_class=_operation(required=("confirm",)), responses=M.responses(M.ForgetOut, 401, 422),
+        summary="Forget Namespace")
+async def forget_namespace(
+    principal: Principal, services: Services,
+    namespace: Namespace = "",
+    confirm: Annotated[bool, Parameter(schema_extra={"enum": [True]}, description="Must be true.")] = False,
+) -> dict[str, Any]:
+    """Forget a user: delete every memory, earlier version and conversation (turn log and commit
+    records) of the namespace. Requires ``confirm=true``."""
+    org, ns = principal.org_id, check_namespace(namespace)
+    if not confirm:
+        raise InvalidRequest("confirm=true is required: this deletes every memory and conversation of the namespace",
+                             loc=("query", "confirm"), code="missing")
+    # Conversations first, so an idle commit cannot rebuild memories from them meanwhile.
+    turns = await _delete_tenant(services.turnlog, org, ns, "turns")
+    commits = await _delete_tenant(services.commits, org, ns, "commits")
+    memories = await services.store.delete_namespace(org, ns)
+    versions = await services.versions.delete_tenant(org, ns)
+    await services.entity_marks.delete_tenant(org, ns)
+    return {"namespace": ns, "memories": memories, "versions": versions, "turns": turns, "commits": commits}
+
+
+async def _delete_tenant(log_object: Any, org_id: str, namespace: str, what: str) -> int:
+    method = getattr(log_object, "delete_tenant", None)
+    if method is not None:  # once TurnLog / CommitLog have it
+        return int(await method(org_id, namespace))
+    return await delete_tenant_rows(log_object._table, org_id, namespace, what=what)  # noqa: SLF001
+
+
+@get("/export", operation_class=_operation(), responses=M.responses(M.EXPORT_SPEC, 401, 422),
+     summary="Export Memories")
+async def export_memories(principal: Principal, services: Services, namespace: Namespace = "") -> Stream:
+    """Every memory of the namespace (superseded ones too), oldest first, as JSON Lines."""
+    ns = check_namespace(namespace)
+    return Stream(transfer.export_lines(services.store, principal.org_id, ns), media_type=M.JSONL,
+                  headers={"content-disposition": 'attachment; filename="memories.jsonl"'})
+
+
+@post("/import", status_code=200, request_max_body_size=IMPORT_MAX_BYTES,
+      operation_class=_operation(M.IMPORT_BODY), responses=M.responses(M.ImportOut, 401, 413, 422),
+      summary="Import Memories")
+async def import_memories(request: Request[Any, Any, Any], principal: Principal, services: Services,
+                          namespace: Namespace = "") -> dict[str, Any]:
+    """Import JSON Lines (or a JSON array) as exported; ids are kept, so re-importing is a no-op.
+    Everything is validated before anything is written."""
+    ns = check_namespace(namespace)
+    records = transfer.parse_import(await request.body())
+    result = await transfer.import_records(services.store, principal.org_id, ns, records)
+    return msgspec.structs.asdict(result)
 
 
 memory_router = Router(
     path="/api/v1/memory",
-    route_handlers=[create_memory, search_memories, list_memories, get_memory, delete_memory],
+    route_handlers=[create_memory, search_memories, list_memories, get_memory, delete_memory, backfill_entities,
+                    update_memory, memory_history, forget_namespace, export_memories, import_memories],
     dependencies={"principal": Provide(provide_principal), "services": Provide(provide_services)},
     tags=["memory"],
 )

@@ -94,6 +94,11 @@ class MemoryRetriever:
         # Without a configured floor, a hit must have *some* relevance: a zero fused score means no
         # retrieval leg matched at all.
         found = [s for s in found if s.score > (self.min_score if self.min_score is not None else 0.0)]
+        # Entity boost: a hit whose entities the query names (case-insensitive, whole words) gets
+        # `entities.ENTITY_BONUS` added to its score, then the hits are re-sorted (refs show that score).
+        from app.memory.entities import entity_rerank
+
+        found = entity_rerank(query, found)
         section, used = format_section(found, self.token_budget)
         return Retrieved(
             refs=[memory_ref(s) for s in used],
