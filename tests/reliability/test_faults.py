@@ -32,9 +32,8 @@ def srv(fake: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         yield server
 
 
-def openai_call(srv: MemchatServer, prompt: str, *, stream: bool, namespace: str) -> tuple[int, list | dict]:
-    body = {"model": "fake-gpt", "messages": [{"role": "user", "content": prompt}], "stream": stream}
-    url = f"{srv.url}/v1/memory/chat/completions?namespace={namespace}"
+def _call(url: str, body: dict, *, stream: bool) -> tuple[int, list | dict]:
+    """POST ``body``; a JSON body back, or the stream's data frames (``"[DONE]"`` for the last)."""
     if not stream:
         resp = httpx2.post(url, json=body, headers=AUTH, timeout=30)
         return resp.status_code, resp.json()
@@ -46,23 +45,17 @@ def openai_call(srv: MemchatServer, prompt: str, *, stream: bool, namespace: str
             if line.startswith("data: "):
                 frames.append("[DONE]" if line == "data: [DONE]" else json.loads(line[6:]))
     return 200, frames
+
+
+def openai_call(srv: MemchatServer, prompt: str, *, stream: bool, namespace: str) -> tuple[int, list | dict]:
+    body = {"model": "fake-gpt", "messages": [{"role": "user", "content": prompt}], "stream": stream}
+    return _call(f"{srv.url}/v1/memory/chat/completions?namespace={namespace}", body, stream=stream)
 
 
 def personal_call(srv: MemchatServer, prompt: str, *, stream: bool, namespace: str,
                   session_id: str = "") -> tuple[int, list | dict]:
     body = {"prompt": prompt, "unique_id": namespace, "session_id": session_id}
-    url = f"{srv.url}/serve/api/v1/chat_personal" + ("_stream" if stream else "")
-    if not stream:
-        resp = httpx2.post(url, json=body, headers=AUTH, timeout=30)
-        return resp.status_code, resp.json()
-    frames: list = []
-    with httpx2.stream("POST", url, json=body, headers=AUTH, timeout=30) as resp:
-        if resp.status_code != 200:
-            return resp.status_code, json.loads(resp.read())
-        for line in resp.iter_lines():
-            if line.startswith("data: "):
-                frames.append("[DONE]" if line == "data: [DONE]" else json.loads(line[6:]))
-    return 200, frames
+    return _call(f"{srv.url}/serve/api/v1/chat_personal" + ("_stream" if stream else ""), body, stream=stream)
 
 
 def assert_healthy(srv: MemchatServer) -> None:
