@@ -61,6 +61,14 @@ class MemorySettings(msgspec.Struct, frozen=True):
     maintenance_interval: float = 30.0
     commit_lease: float = 120.0
     commit_concurrency: int = 4
+    empty_namespace_ttl: float = 2.0  # how long "this namespace has no memories" is trusted
+
+
+class TurnLogSettings(msgspec.Struct, frozen=True):
+    journal: bool = True          # local write-ahead journal, batched into LanceDB (app.chat.turnlog)
+    fsync: bool = False           # fsync each journal group: power-loss safe; a kill -9 needs only write()
+    flush_interval: float = 1.0   # seconds between journal -> table flushes
+    flush_rows: int = 1000        # ... or sooner, once this many turns wait
 
 
 class AuthSettings(msgspec.Struct, frozen=True):
@@ -73,6 +81,7 @@ class Settings(msgspec.Struct, frozen=True):
     upstream: UpstreamSettings = msgspec.field(default_factory=UpstreamSettings)
     store: StoreSettings = msgspec.field(default_factory=StoreSettings)
     memory: MemorySettings = msgspec.field(default_factory=MemorySettings)
+    turnlog: TurnLogSettings = msgspec.field(default_factory=TurnLogSettings)
     auth: AuthSettings = msgspec.field(default_factory=AuthSettings)
 
     @classmethod
@@ -116,6 +125,25 @@ def _float(env: Mapping[str, str], name: str, default: float | None) -> float | 
         return float(raw)
     except ValueError as exc:
         raise ConfigError(f"{name} must be a number, got {raw!r}") from exc
+
+
+def _nonneg(env: Mapping[str, str], name: str, default: float) -> float:
+    value = _float(env, name, default)
+    assert value is not None
+    if value < 0:
+        raise ConfigError(f"{name} must be >= 0, got {value}")
+    return value
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = (env.get(name) or "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name} must be true or false, got {raw!r}")
 
 
 def _choice(env: Mapping[str, str], name: str, default: str, choices: set[str]) -> str:
@@ -166,6 +194,13 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
             maintenance_interval=_float(env, "MEMCHAT_MAINTENANCE_INTERVAL", 30.0) or 30.0,
             commit_lease=_float(env, "MEMCHAT_COMMIT_LEASE", 120.0) or 120.0,
             commit_concurrency=_int(env, "MEMCHAT_COMMIT_CONCURRENCY", 4, minimum=1),
+            empty_namespace_ttl=_nonneg(env, "MEMCHAT_EMPTY_NAMESPACE_TTL", 2.0),
+        ),
+        turnlog=TurnLogSettings(
+            journal=_bool(env, "MEMCHAT_TURNLOG_JOURNAL", True),
+            fsync=_bool(env, "MEMCHAT_TURNLOG_FSYNC", False),
+            flush_interval=max(0.01, _nonneg(env, "MEMCHAT_TURNLOG_FLUSH_INTERVAL", 1.0)),
+            flush_rows=_int(env, "MEMCHAT_TURNLOG_FLUSH_ROWS", 1000, minimum=1),
         ),
         auth=AuthSettings(static_keys=parse_api_keys(env.get("MEMCHAT_API_KEYS", ""))),
     )

@@ -94,9 +94,13 @@ class Services:
         if resolve_dim is not None and not embedder.dim:  # the upstream's embedding size, before the schema
             await resolve_dim()
         store = await MemoryStore.open(uri, embedder, options)
+        store.presence.empty_ttl = settings.memory.empty_namespace_ttl
         stack.push_async_callback(store.close)
         db = await lancedb.connect_async(uri, storage_options=options, read_consistency_interval=timedelta(0))
-        turnlog = await TurnLog.open(db)
+        turns = settings.turnlog
+        turnlog = await TurnLog.open(db, settings.store.data_dir / "turns-journal" if turns.journal else None,
+                                     fsync=turns.fsync, flush_interval=turns.flush_interval,
+                                     flush_rows=turns.flush_rows)
         commits = await CommitLog.open(db, lease=timedelta(seconds=settings.memory.commit_lease))
         versions, entity_marks = await VersionLog.open(db), await EntityMarks.open(db)
         entity_extractor = EntityExtractor(None if backend.offline else backend,  # type: ignore[arg-type]

@@ -513,6 +513,63 @@ class Memchat(MemchatServer):
         return out
 
 
+class ProxyProcess:
+    """A proxy under test, run as a subprocess on a free loopback port (its own session)."""
+
+    proc: subprocess.Popen[bytes] | None = None
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def _terminate(self, grace: float = 15.0) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+                self.proc.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=10)
+            except ProcessLookupError:
+                pass
+        self.proc = None
+
+
+class FloorProxy(ProxyProcess):
+    """``scripts/passthrough_floor.py`` (bare Litestar + httpx2 byte passthrough) in front of the fake."""
+
+    def __init__(self, upstream_base: str, startup_timeout: float = 30.0) -> None:
+        self.upstream_base = upstream_base
+        self.startup_timeout = startup_timeout
+        self.port = free_port()
+
+    def start(self) -> FloorProxy:
+        self.proc = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "passthrough_floor.py"), "--port",
+                                      str(self.port), "--upstream", self.upstream_base],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + self.startup_timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"passthrough_floor.py exited with {self.proc.returncode}")
+            try:
+                urllib.request.urlopen(f"{self.url}/v1/chat/completions", timeout=1)
+            except urllib.error.HTTPError:
+                return self  # 405 for GET: it is serving
+            except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+                time.sleep(0.1)
+        self.stop()
+        raise RuntimeError("passthrough_floor.py did not start")
+
+    def stop(self) -> None:
+        self._terminate()
+
+
 LITELLM_VERSION = "1.80.0"
 
 
@@ -541,7 +598,7 @@ def install_litellm(venv: Path = Path("/tmp/memchat-bench-litellm")) -> tuple[Pa
     return find_litellm(str(venv / "bin" / "litellm")), ""
 
 
-class LiteLLM:
+class LiteLLM(ProxyProcess):
     """A LiteLLM proxy in front of the fake upstream, fully offline."""
 
     def __init__(self, binary: Path, upstream_base: str, startup_timeout: float = 120.0) -> None:
@@ -550,16 +607,6 @@ class LiteLLM:
         self.startup_timeout = startup_timeout
         self.port = free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="memchat-bench-litellm-"))
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
 
     def version(self) -> str:
         py = self.binary.parent / "python"
@@ -612,16 +659,7 @@ class LiteLLM:
             return ""
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGTERM)
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=10)
-            except ProcessLookupError:
-                pass
-        self.proc = None
+        self._terminate()
         shutil.rmtree(self.dir, ignore_errors=True)
 
 

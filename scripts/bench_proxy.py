@@ -5,6 +5,7 @@ Everything runs on this machine (loopback only). One fake upstream (``scripts/fa
 the model for every arm:
 
     direct        client -> fake
+    floor         client -> bare Litestar + httpx2 byte passthrough (scripts/passthrough_floor.py) -> fake
     mc-empty      client -> memchat (namespace with no memories) -> fake
     mc-10k        client -> memchat (namespace with 10 000 memories, retrieval injects a section) -> fake
     litellm       client -> LiteLLM proxy 1.80.0 (separate venv, offline) -> fake
@@ -69,6 +70,7 @@ from bench_common import (  # noqa: E402
     REALISTIC,
     ZERO,
     FakeUpstream,
+    FloorProxy,
     LiteLLM,
     Memchat,
     RawClient,
@@ -255,9 +257,13 @@ class Arm:
     ramp_note: str = ""
 
 
-def make_arms(fake: FakeUpstream, mc: Memchat | None, ll: LiteLLM | None, with_10k: bool) -> list[Arm]:
+def make_arms(fake: FakeUpstream, mc: Memchat | None, ll: LiteLLM | None, with_10k: bool,
+              floor: FloorProxy | None = None) -> list[Arm]:
     arms = [Arm("direct", "direct to the fake", fake.base_url, "127.0.0.1", fake.port, "/v1/chat/completions", {},
                 "x", None, fake.proc.pid)]
+    if floor is not None:
+        arms.append(Arm("floor", "bare Litestar + httpx2 passthrough", floor.url + "/v1", "127.0.0.1", floor.port,
+                        "/v1/chat/completions", {}, "x", None, floor.pid))
     if mc is not None:
         auth = {"authorization": f"Bearer {API_KEY}"}
         arms.append(Arm("mc-empty", "memchat, empty namespace", mc.openai_base_url, "127.0.0.1", mc.port,
@@ -816,6 +822,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--ramp-budget", type=float, default=None, help="seconds of ramp per arm at most")
     p.add_argument("--ramp-arms", default="direct,mc-empty,litellm", help="arms to ramp (comma separated)")
     p.add_argument("--no-litellm", action="store_true")
+    p.add_argument("--no-floor", action="store_true", help="skip the bare passthrough arm (scripts/passthrough_floor.py)")
     p.add_argument("--litellm-bin", default=None, help="path of the litellm console script")
     p.add_argument("--install-litellm", action="store_true",
                    help=f"pip install litellm[proxy]==1.80.0 into /tmp/memchat-bench-litellm when missing")
@@ -854,6 +861,7 @@ def main(argv: list[str] | None = None) -> int:
     fake: FakeUpstream | None = None
     mc: Memchat | None = None
     ll: LiteLLM | None = None
+    floor: FloorProxy | None = None
     try:
         data_dir = tmp / "data"
         data_dir.mkdir()
@@ -889,7 +897,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"NOTE: {info['litellm_note']}", flush=True)
         info["versions"] = versions(litellm_version)
 
-        arms = make_arms(fake, mc, ll, with_10k=True)
+        floor = None if args.no_floor else FloorProxy(fake.base_url).start()
+        arms = make_arms(fake, mc, ll, with_10k=True, floor=floor)
         qs = Questions(args.seed)
         try:
             import uvloop
@@ -952,7 +961,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"total {time.perf_counter() - started:.0f} s")
         return 0
     finally:
-        for srv in (ll, mc, fake):
+        for srv in (floor, ll, mc, fake):
             if srv is not None:
                 with contextlib.suppress(Exception):
                     srv.stop()

@@ -268,8 +268,8 @@ async def test_retriever_applies_entity_boost() -> None:
             return [hit("The user likes long walks.", 0.5, [], 1),
                     hit("The user's dog Biscuit arrived in May.", 0.42, ["Biscuit"], 2)]
 
-        async def count(self, org_id: str, namespace: str) -> int:
-            return 2
+        async def may_have_memories(self, org_id: str, namespace: str) -> bool:
+            return True
 
     got = await MemoryRetriever(Store()).retrieve("o", "n", [{"role": "user", "content": "How old is biscuit now?"}])
     assert [r["content"] for r in got.refs][0].startswith("The user's dog Biscuit")

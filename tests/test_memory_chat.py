@@ -59,6 +59,19 @@ def test_memories_injected_and_refs_on_first_chunk(server: MemchatServer, fake: 
     assert messages[-1] == QUESTION[-1]
 
 
+def test_a_namespace_seen_empty_finds_a_memory_added_right_after(server: MemchatServer, fake: FakeUpstream,
+                                                                 namespace: str) -> None:
+    """Chats in an empty namespace skip retrieval (remembered as empty for a while); a memory written
+    through this server must still be found by the very next chat."""
+    client = sdk(server)
+    first = client.chat.completions.create(model="fake-gpt", messages=QUESTION, extra_query={"namespace": namespace})
+    assert first.model_extra["memory"]["refs"] == [] and not memory_sections(upstream_messages(fake))
+    created = add_memory(server, DOG, namespace)
+    second = client.chat.completions.create(model="fake-gpt", messages=QUESTION, extra_query={"namespace": namespace})
+    assert [r["id"] for r in second.model_extra["memory"]["refs"]] == [created["id"]]
+    assert "Bruno" in memory_sections(upstream_messages(fake))[0]
+
+
 def test_non_stream_response_carries_refs(server: MemchatServer, fake: FakeUpstream, namespace: str) -> None:
     add_memory(server, DOG, namespace)
     completion = sdk(server).chat.completions.create(model="fake-gpt", messages=QUESTION,

@@ -92,6 +92,32 @@ def test_every_body_field_is_forwarded_unchanged(server: MemchatServer, fake: Fa
     assert headers["authorization"] == "Bearer upstream-secret"
 
 
+def test_upstream_sees_the_sdk_identity_and_uncompressed_streams(server: MemchatServer, fake: FakeUpstream,
+                                                                  namespace: str) -> None:
+    """The hot path posts pre-encoded bytes, but with the headers the openai SDK itself would send."""
+    client = sdk(server)
+    list(client.chat.completions.create(model="fake-gpt", messages=USER_HELLO, stream=True,
+                                        extra_query={"namespace": namespace}))
+    headers = last_chat_request(fake)["headers"]
+    assert headers["user-agent"] == f"AsyncOpenAI/Python {openai.__version__}"
+    assert headers["x-stainless-lang"] == "python" and headers["x-stainless-retry-count"] == "0"
+    assert headers["content-type"] == "application/json"
+    assert headers["accept-encoding"] == "identity"      # an SSE stream must not be compressed
+    client.chat.completions.create(model="fake-gpt", messages=USER_HELLO, extra_query={"namespace": namespace})
+    assert last_chat_request(fake)["headers"]["accept-encoding"] != "identity"
+
+
+def test_sse_send_hook_still_exists_in_sse_starlette() -> None:
+    """``StreamingEventSourceResponse`` overrides sse-starlette's per-send hook; if an upgrade renames it,
+    the override would silently stop applying."""
+    from sse_starlette import EventSourceResponse
+
+    from app.api.streaming import StreamingEventSourceResponse
+
+    assert callable(getattr(EventSourceResponse, "_send_with_timeout", None))
+    assert StreamingEventSourceResponse._send_with_timeout is not EventSourceResponse._send_with_timeout
+
+
 def test_tool_calls_and_usage_chunk_arrive_intact(server: MemchatServer, fake: FakeUpstream, namespace: str) -> None:
     tools = [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}]
     client = sdk(server)

@@ -25,6 +25,22 @@ def token_ping() -> ServerSentEvent:
     return ServerSentEvent(data='{"token": ""}')
 
 
+class StreamingEventSourceResponse(EventSourceResponse):
+    """sse-starlette's response without a cancel scope around every send when no ``send_timeout`` is set.
+
+    ``EventSourceResponse._send_with_timeout`` wraps each chunk in ``anyio.move_on_after(None)``: a
+    cancel scope (and an async-library lookup) per streamed token, about a fifth of memchat's CPU per
+    relayed chunk (docs/benchmarks.md, "Proxy overhead"). Without a timeout the scope can never fire, so
+    the send is made directly; with one, sse-starlette's own method runs.
+    ``tests/test_openai_proxy.py`` checks the hook still exists in the installed sse-starlette."""
+
+    async def _send_with_timeout(self, send: Any, message: Any) -> None:
+        if self.send_timeout is None:
+            await send(message)
+        else:
+            await super()._send_with_timeout(send, message)
+
+
 class ASGIAppResponse(Response[None]):
     """Lets a Litestar handler return a plain ASGI application (here: sse-starlette's response)."""
 
@@ -38,5 +54,5 @@ class ASGIAppResponse(Response[None]):
 
 def sse_response(frames: AsyncIterator[bytes], *, headers: dict[str, str] | None = None,
                  ping_interval: float = 15.0, ping: Callable[[], ServerSentEvent] = comment_ping) -> ASGIAppResponse:
-    return ASGIAppResponse(EventSourceResponse(frames, headers={**SSE_HEADERS, **(headers or {})},
+    return ASGIAppResponse(StreamingEventSourceResponse(frames, headers={**SSE_HEADERS, **(headers or {})},
                                                ping=ping_interval, ping_message_factory=ping))

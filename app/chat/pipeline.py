@@ -7,7 +7,7 @@ relay the stream → record the turn. Surfaces differ only in how they frame wha
 from __future__ import annotations
 
 import uuid
-from contextlib import aclosing
+from contextlib import aclosing, asynccontextmanager
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, Protocol
 
@@ -32,6 +32,10 @@ class Retrieved(msgspec.Struct, frozen=True):
 
 class Retriever(Protocol):
     async def retrieve(self, org_id: str, namespace: str, messages: Sequence[dict[str, Any]]) -> Retrieved: ...
+
+    def known_empty(self, org_id: str, namespace: str) -> bool:
+        """True when there is certainly nothing to retrieve (answered from memory, no I/O)."""
+        ...
 
 
 class ChatSlot(msgspec.Struct, frozen=True):
@@ -105,12 +109,15 @@ class ChatPipeline:
                 slot = await self.recorder.resolve_chat(principal.org_id, params.namespace, params.chat_id,
                                                         messages)
 
-        try:
-            async with anyio.create_task_group() as group:  # both before the upstream call, side by side
-                group.start_soon(retrieve)
-                group.start_soon(resolve)
-        except BaseExceptionGroup as group_error:  # surface the error itself, not the group, to the caller
-            raise group_error.exceptions[0] from None
+        if self.retriever is None or self.retriever.known_empty(principal.org_id, params.namespace):
+            await resolve()  # nothing to retrieve: no task group to pay for
+        else:
+            try:
+                async with anyio.create_task_group() as group:  # both before the upstream call, side by side
+                    group.start_soon(retrieve)
+                    group.start_soon(resolve)
+            except BaseExceptionGroup as group_error:  # surface the error itself, not the group, to the caller
+                raise group_error.exceptions[0] from None
         upstream_body = body
         if retrieved.section:
             upstream_body = {**body, "messages": inject_section(messages, retrieved.section)}
@@ -130,25 +137,28 @@ class ChatPipeline:
             with anyio.CancelScope(shield=True):
                 await self.recorder.record(chat, outcome)
 
+    @asynccontextmanager
+    async def _recording(self, chat: PreparedChat, relay: Relay) -> AsyncIterator[None]:
+        """Records the turn when the block ends: after the stream's last frame, or -- with the partial
+        reply -- when the client leaves (the consumer's ``aclose`` runs this ``finally``)."""
+        try:
+            yield
+        finally:
+            await self._record(chat, relay.outcome)
+
     async def stream(self, chat: PreparedChat, relay: Relay) -> AsyncIterator[tuple[bytes, str]]:
         """(upstream frame bytes, assistant text delta) as they arrive; the turn is recorded when the
         stream ends — before the caller's final frame — or, with the partial reply, when the client
         leaves. Iterate inside ``contextlib.aclosing`` so a disconnect closes it at once."""
-        recorded = False
-        try:
-            async with aclosing(relay.frames()) as frames:
-                async for item in frames:
-                    yield item
-            recorded = True
-            await self._record(chat, relay.outcome)
-        finally:
-            if not recorded:
-                await self._record(chat, relay.outcome)
+        async with self._recording(chat, relay), aclosing(relay.frames()) as frames:
+            async for item in frames:
+                yield item
 
     async def stream_openai(self, chat: PreparedChat, relay: Relay) -> AsyncIterator[bytes]:
-        """OpenAI-framed SSE bytes: the upstream's frames, the memory field on the first, then [DONE]."""
-        async with aclosing(self.stream(chat, relay)) as items:
-            async for frame, _delta in items:
+        """OpenAI-framed SSE bytes: the upstream's frames, the memory field on the first, then [DONE]
+        (after the turn is recorded). One generator layer over the relay: this loop runs per token."""
+        async with self._recording(chat, relay), aclosing(relay.frames()) as frames:
+            async for frame, _delta in frames:
                 yield frame
         yield DONE_FRAME
 

@@ -1,11 +1,18 @@
 """The durable turn log: every answered turn, written before its response ends.
 
 Turns live in the LanceDB table ``turns`` next to the memories (so it works on a local directory and on
-an object store shared by several replicas). A single-row LanceDB append costs a few milliseconds and
-makes a new table version, so writes are group-committed: ``append`` queues the row and waits; one writer
-task in the app's task group drains the queue and writes everything queued in one ``add``. Under load
-many concurrent turns share one write; alone, a turn waits for exactly one write. Appends never conflict
-between processes. Versions are compacted by ``maintain()`` in the background.
+an object store shared by several replicas). ``append`` queues the row and waits; one writer task in the
+app's task group drains the queue and makes everything queued durable in one go (group commit):
+
+* with a journal (default, ``MEMCHAT_TURNLOG_JOURNAL=true``): one ``write`` (+ one ``fsync``) to a local
+  write-ahead segment (`app.chat.turnjournal`); a flusher moves the rows to the table in batches every
+  ``flush_interval`` seconds (or ``flush_rows`` rows). Until then readers of this process see them from
+  memory; other processes see them after the flush (<= ``flush_interval``). A crash leaves the segment,
+  which the next start replays into the table (idempotent on ``turn_id``).
+* without (for replicas without a durable local disk): one LanceDB ``add`` per group.
+
+Under load many concurrent turns share one write; alone, a turn waits for exactly one write. Table
+versions are compacted by ``maintain()`` in the background.
 
 Rows are append-only. Editing or regenerating the last turn appends a new row with the same ``seq``;
 readers take the newest row per (chat, seq).
@@ -15,17 +22,19 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import anyio
 import msgspec
 import pyarrow as pa
 from anyio.abc import TaskStatus
 
+from app.chat.turnjournal import Journal, Segment, orphan_segments, read_segment
 from app.memory import filters as F
 from app.memory.models import as_utc
-from app.memory.store import _retry
+from app.memory.schema import retry
 
 log = logging.getLogger("memchat.turnlog")
 
@@ -122,28 +131,48 @@ class _Pending:
 class TurnLog:
     """Append and read turns. ``run_writer`` must run in the app's task group for group commit."""
 
-    def __init__(self, table: object) -> None:
+    def __init__(self, table: object, journal_dir: Path | None = None, *, fsync: bool = False,
+                 flush_interval: float = 1.0, flush_rows: int = MAX_BATCH) -> None:
         self._table = table
         self._send, self._receive = anyio.create_memory_object_stream[_Pending](math.inf)
         self._writer_running = False
+        self.journal_dir = journal_dir
+        self.fsync = fsync
+        self.flush_interval = flush_interval
+        self.flush_rows = flush_rows
+        self._journal: Journal | None = None
+        self._unflushed: dict[str, TurnRecord] = {}   # journaled, not yet in the table (turn_id -> row)
+        self._full_segments: list[Segment] = []         # rotated out, waiting for their rows to be flushed
+        self._journal_lock = anyio.Lock()               # write+fsync vs rotation
+        self._flush_lock = anyio.Lock()
+        self._flush_wanted = anyio.Event()
         self.batches_written = 0
         self.rows_written = 0
+        self.flushes = 0
+        self.rows_recovered = 0
 
     @classmethod
-    async def open(cls, db: object) -> TurnLog:
+    async def open(cls, db: object, journal_dir: Path | None = None, **options: object) -> TurnLog:
+        """Open (or create) the table; with a journal, first replay what a dead process left in it."""
         try:
             table = await db.open_table(TURNS)  # type: ignore[attr-defined]
         except (ValueError, FileNotFoundError, RuntimeError) as exc:
             if "not found" not in str(exc).lower() and "does not exist" not in str(exc).lower():
                 raise
             table = await db.create_table(TURNS, schema=TURN_SCHEMA, exist_ok=True)  # type: ignore[attr-defined]
-        return cls(table)
+        turnlog = cls(table, journal_dir, **options)  # type: ignore[arg-type]
+        if journal_dir is not None:
+            await turnlog.recover_journal()
+        return turnlog
 
     # -- writing -------------------------------------------------------------------------------------
     async def append(self, record: TurnRecord) -> None:
-        """Durably append one turn; returns once it is in the table."""
+        """Durably append one turn; returns once it is in the journal (or the table)."""
         if not self._writer_running:
-            await self._write([record])
+            await self._write_table([record])
+            return
+        if self._journal is not None and not self.fsync:
+            self._journal_write([record])  # one write(): cheaper than a hop through the writer task
             return
         pending = _Pending(record)
         await self._send.send(pending)
@@ -151,47 +180,140 @@ class TurnLog:
         if pending.error is not None:
             raise pending.error
 
-    async def _write(self, rows: Sequence[TurnRecord]) -> None:
+    async def _write_table(self, rows: Sequence[TurnRecord]) -> None:
         data = _to_arrow(rows)
-        await _retry(lambda: self._table.add(data), what="turns.add")  # type: ignore[attr-defined]
+        await retry(lambda: self._table.add(data), what="turns.add")  # type: ignore[attr-defined]
+
+    def _journal_write(self, rows: Sequence[TurnRecord]) -> Segment:
+        """Synchronous part of a journal write (no await: the flusher's rotation cannot interleave)."""
+        assert self._journal is not None
+        segment = self._journal.write(rows)
+        for row in rows:  # visible to this process's readers (and the next flush) from now on
+            self._unflushed[row.turn_id] = row
         self.batches_written += 1
         self.rows_written += len(rows)
+        if len(self._unflushed) >= self.flush_rows:
+            self._flush_wanted.set()
+        return segment
+
+    async def _write(self, rows: Sequence[TurnRecord]) -> None:
+        if self._journal is None:
+            await self._write_table(rows)
+            self.batches_written += 1
+            self.rows_written += len(rows)
+            return
+        async with self._journal_lock:  # held across the fsync, so a rotation waits for it
+            segment = self._journal_write(rows)
+            if self.fsync:
+                await anyio.to_thread.run_sync(segment.sync)
 
     async def run_writer(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        self._writer_running = True
-        task_status.started()
+        if self.journal_dir is not None:
+            self._journal = Journal(self.journal_dir)
         try:
-            async for first in self._receive:
-                batch = [first]
-                while len(batch) < MAX_BATCH:
-                    try:
-                        batch.append(self._receive.receive_nowait())
-                    except (anyio.WouldBlock, anyio.EndOfStream):
-                        break
-                try:
-                    with anyio.CancelScope(shield=True):
-                        await self._write([p.record for p in batch])
-                except Exception as exc:  # reported to every waiter; the writer keeps serving
-                    log.error("turn log write of %d rows failed: %s", len(batch), exc)
-                    for pending in batch:
-                        pending.error = exc
-                for pending in batch:
-                    pending.done.set()
+            async with anyio.create_task_group() as group:
+                if self._journal is not None:
+                    group.start_soon(self._run_flusher)
+                self._writer_running = True
+                task_status.started()
+                await self._drain()
         finally:
             self._writer_running = False
+            if self._journal is not None:
+                with anyio.CancelScope(shield=True):
+                    try:
+                        await self.flush()
+                    except Exception as exc:  # the segments stay; the next start replays them
+                        log.error("turn log flush at shutdown failed: %s", exc)
+                self._journal.close()
+                self._journal = None
+
+    async def _drain(self) -> None:
+        async for first in self._receive:
+            batch = [first]
+            while len(batch) < MAX_BATCH:
+                try:
+                    batch.append(self._receive.receive_nowait())
+                except (anyio.WouldBlock, anyio.EndOfStream):
+                    break
+            try:
+                with anyio.CancelScope(shield=True):
+                    await self._write([p.record for p in batch])
+            except Exception as exc:  # reported to every waiter; the writer keeps serving
+                log.error("turn log write of %d rows failed: %s", len(batch), exc)
+                for pending in batch:
+                    pending.error = exc
+            for pending in batch:
+                pending.done.set()
+
+    async def _run_flusher(self) -> None:
+        while True:
+            with anyio.move_on_after(self.flush_interval):
+                await self._flush_wanted.wait()
+            self._flush_wanted = anyio.Event()
+            try:
+                await self.flush()
+            except Exception as exc:  # rows stay journaled and in memory; retried next round
+                log.error("turn log flush of %d rows failed: %s", len(self._unflushed), exc)
+
+    async def flush(self) -> int:
+        """Move every journaled row to the table, then remove the segments they were in."""
+        async with self._flush_lock:
+            if self._journal is None or not self._unflushed:
+                return 0
+            async with self._journal_lock:  # no write is between its write() and its fsync now
+                rows = list(self._unflushed.values())
+                self._full_segments.append(self._journal.rotate())
+            with anyio.CancelScope(shield=True):
+                await self._write_table(rows)
+                for row in rows:
+                    self._unflushed.pop(row.turn_id, None)
+                segments, self._full_segments = self._full_segments, []
+                for segment in segments:
+                    segment.remove()
+            self.flushes += 1
+            return len(rows)
+
+    async def recover_journal(self) -> int:
+        """Replay segments no live process holds into the table (idempotent), then remove them."""
+        assert self.journal_dir is not None
+        recovered = 0
+        for segment in orphan_segments(self.journal_dir):
+            try:
+                rows = read_segment(segment.path, TurnRecord)
+                if rows:
+                    data = _to_arrow(rows)
+                    await retry(lambda d=data: self._table.merge_insert("turn_id")  # type: ignore[attr-defined]
+                                .when_not_matched_insert_all().execute(d), what="turns.replay")
+                segment.remove()
+            finally:
+                segment.close()
+            recovered += len(rows)
+        if recovered:
+            log.warning("turn log: replayed %d journaled turns into the table", recovered)
+        self.rows_recovered += recovered
+        return recovered
 
     # -- reading -------------------------------------------------------------------------------------
-    async def _query(self, where: str) -> list[TurnRecord]:
+    async def _query(self, where: str, keep: Callable[[TurnRecord], bool]) -> list[TurnRecord]:
+        """Rows matching ``where`` in the table plus this process's unflushed rows matching ``keep``."""
+        pending = [r for r in self._unflushed.values() if keep(r)] if self._unflushed else []
         table = await self._table.query().where(where).to_arrow()  # type: ignore[attr-defined]
-        return [_from_row(row) for row in table.to_pylist()]
+        rows = [_from_row(row) for row in table.to_pylist()]
+        if pending:
+            stored = {r.turn_id for r in rows}
+            rows.extend(r for r in pending if r.turn_id not in stored)
+        return rows
 
     async def chat_turns(self, org_id: str, namespace: str, chat_id: str) -> list[TurnRecord]:
-        rows = await self._query(F.and_(F.tenant_filter(org_id, namespace), f"chat_id = {F.sql_str(chat_id)}"))
+        rows = await self._query(F.and_(F.tenant_filter(org_id, namespace), f"chat_id = {F.sql_str(chat_id)}"),
+                                 lambda r: (r.chat_id, r.org_id, r.namespace) == (chat_id, org_id, namespace))
         return latest_per_seq(rows)
 
     async def find_by_transcript(self, org_id: str, namespace: str, transcript_hash: str) -> TurnRecord | None:
-        rows = await self._query(F.and_(F.tenant_filter(org_id, namespace),
-                                        f"transcript_hash = {F.sql_str(transcript_hash)}"))
+        rows = await self._query(
+            F.and_(F.tenant_filter(org_id, namespace), f"transcript_hash = {F.sql_str(transcript_hash)}"),
+            lambda r: (r.transcript_hash, r.org_id, r.namespace) == (transcript_hash, org_id, namespace))
         if not rows:
             return None
         return max(rows, key=lambda r: (r.created_at, r.turn_id))
@@ -199,7 +321,14 @@ class TurnLog:
     async def activity_since(self, since: datetime | None = None) -> list[TurnRecord]:
         """Every turn (optionally newer than ``since``): used at start-up to find uncommitted work."""
         where = f"created_at >= {F.sql_timestamp(since)}" if since else "seq >= 0"
-        return await self._query(where)
+        return await self._query(where, lambda r: since is None or r.created_at >= since)
+
+    async def delete_tenant(self, org_id: str, namespace: str) -> int:
+        """Forget a tenant's turns: flushed first, so a later replay cannot bring them back."""
+        await self.flush()
+        result = await retry(lambda: self._table.delete(F.tenant_filter(org_id, namespace)),  # type: ignore[attr-defined]
+                             what="turns.delete")
+        return int(result.num_deleted_rows)  # turns recorded after the flush are newer than the request
 
     async def maintain(self) -> None:
         """Index the lookup columns and compact the small versions group commit leaves behind."""
@@ -208,7 +337,7 @@ class TurnLog:
         indices = {idx.columns[0] for idx in await self._table.list_indices()}  # type: ignore[attr-defined]
         for column in ("tenant", "chat_id", "transcript_hash"):
             if column not in indices and await self._table.count_rows() > 0:  # type: ignore[attr-defined]
-                await _retry(lambda c=column: self._table.create_index(c, config=BTree()),  # type: ignore[attr-defined]
-                             what=f"turns.index({column})")
-        await _retry(lambda: self._table.optimize(cleanup_older_than=timedelta(minutes=10)),  # type: ignore[attr-defined]
-                     what="turns.optimize")
+                await retry(lambda c=column: self._table.create_index(c, config=BTree()),  # type: ignore[attr-defined]
+                            what=f"turns.index({column})")
+        await retry(lambda: self._table.optimize(cleanup_older_than=timedelta(minutes=10)),  # type: ignore[attr-defined]
+                    what="turns.optimize")

@@ -1,7 +1,13 @@
 """The upstream LLM client: one pooled ``AsyncOpenAI`` whose raw bytes are relayed, never re-modelled.
 
-Streaming uses the SDK's ``with_streaming_response`` so memchat forwards the upstream's SSE bytes as they
-arrive; request bodies are forwarded as the client sent them (plus memchat's memory section).
+The SDK owns the upstream's configuration: base URL, credentials and the headers it sends
+(``default_headers`` + ``auth_headers``, resolved once), its pooled ``httpx2`` client, and the cold calls
+(``models``). Chat completions -- the hot path -- post the client's body (plus memchat's memory section)
+as bytes encoded once with msgspec, through that same pooled client, and relay the upstream's SSE bytes as
+they arrive. Building the request through ``chat.completions.with_streaming_response.create`` cost about
+1.1-1.9 ms of CPU per request (option models, header merging, JSON re-encoding of the messages), a third
+of memchat's whole per-request budget; see docs/benchmarks.md, "Proxy overhead". Error statuses are mapped
+exactly as the SDK's ``APIStatusError`` would carry them.
 """
 
 from __future__ import annotations
@@ -18,14 +24,10 @@ from app.config import UpstreamSettings
 from app.errors import UpstreamError, UpstreamTimeout
 from app.llm.backend import ChatContext
 
-# Fields memchat passes to the SDK as named arguments; everything else travels in ``extra_body`` untouched.
-_NAMED = ("model", "messages")
+_encode = msgspec.json.Encoder().encode
 
 
-def _upstream_status_error(exc: openai.APIStatusError) -> UpstreamError:
-    body = exc.body
-    status = exc.status_code
-    message = exc.message
+def _mapped_status(status: int, message: str, body: Any) -> UpstreamError:
     if isinstance(body, dict) and isinstance(body.get("message"), str):
         message = body["message"]
     if status >= 500:
@@ -39,7 +41,7 @@ def translate_error(exc: BaseException) -> UpstreamError:
     if isinstance(exc, UpstreamError):
         return exc
     if isinstance(exc, openai.APIStatusError):
-        return _upstream_status_error(exc)
+        return _mapped_status(exc.status_code, exc.message, exc.body)
     if isinstance(exc, (openai.APITimeoutError, httpx2.TimeoutException, TimeoutError)):
         return UpstreamTimeout()
     if isinstance(exc, openai.APIConnectionError | httpx2.HTTPError | httpx2.StreamError | OSError):
@@ -47,23 +49,38 @@ def translate_error(exc: BaseException) -> UpstreamError:
     return UpstreamError(f"upstream failure: {type(exc).__name__}", status_code=502)
 
 
+def status_error(status: int, raw: bytes) -> UpstreamError:
+    """The error for an upstream error response, with the message and body the SDK's ``APIStatusError``
+    would carry (``body`` = the JSON's ``error`` object when there is one)."""
+    try:
+        decoded: Any = msgspec.json.decode(raw) if raw else None
+    except msgspec.DecodeError:
+        decoded = raw.decode("utf-8", "replace")[:2000] or None
+    body = decoded.get("error", decoded) if isinstance(decoded, dict) else decoded
+    message = f"Error code: {status} - {decoded}" if decoded is not None else f"Error code: {status}"
+    return _mapped_status(status, message, body)
+
+
 class UpstreamStream:
     """An open upstream SSE response. Iterate raw bytes; always ``aclose()`` (idempotent, shielded)."""
 
-    def __init__(self, manager: Any, response: Any) -> None:
-        self._manager = manager
+    def __init__(self, response: httpx2.Response) -> None:
         self._response = response
         self._closed = False
 
     @property
     def headers(self) -> httpx2.Headers:
-        return self._response.http_response.headers
+        return self._response.headers
 
     async def iter_bytes(self) -> AsyncIterator[bytes]:
+        # Streams are requested with ``Accept-Encoding: identity``; raw bytes skip httpx2's decoder layers
+        # unless the upstream compressed anyway.
+        encoding = self._response.headers.get("content-encoding", "identity").strip().lower()
+        chunks = self._response.aiter_raw() if encoding in ("", "identity") else self._response.aiter_bytes()
         try:
-            async for chunk in self._response.http_response.aiter_bytes():
+            async for chunk in chunks:
                 yield chunk
-        except (httpx2.HTTPError, httpx2.StreamError, openai.APIError, OSError) as exc:
+        except (httpx2.HTTPError, httpx2.StreamError, OSError) as exc:
             raise translate_error(exc) from exc
 
     async def aclose(self) -> None:
@@ -71,7 +88,7 @@ class UpstreamStream:
             return
         self._closed = True
         with anyio.CancelScope(shield=True):
-            await self._manager.__aexit__(None, None, None)
+            await self._response.aclose()
 
 
 class UpstreamClient:
@@ -99,32 +116,52 @@ class UpstreamClient:
             timeout=timeout,
         )
 
-    @staticmethod
-    def _split(body: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-        named = {k: body[k] for k in _NAMED if k in body}
-        extra = {k: v for k, v in body.items() if k not in _NAMED}
-        return named, extra
+        self._chat_url = str(self.sdk.base_url).rstrip("/") + "/chat/completions"
+        self._headers = self._sdk_headers(timeout)
+        self._stream_headers = {**self._headers, "Accept-Encoding": "identity"}  # SSE must not be compressed
+
+    def _sdk_headers(self, timeout: httpx2.Timeout) -> dict[str, str]:
+        """The headers the SDK sends with every request (identification, credentials), resolved once."""
+        merged: dict[str, Any] = {**self.sdk.default_headers, **self.sdk.auth_headers}
+        headers = {k: v for k, v in merged.items() if isinstance(v, str)}  # drop the SDK's Omit() markers
+        headers["X-Stainless-Retry-Count"] = "0"
+        if timeout.read is not None:
+            headers["X-Stainless-Read-Timeout"] = str(timeout.read)
+        return headers
+
+    async def _send(self, body: dict[str, Any], *, stream: bool, stream_reply: bool = False) -> httpx2.Response:
+        """POST the chat body; returns a 2xx response (streamed or read) or raises ``UpstreamError``."""
+        headers = self._stream_headers if stream_reply else self._headers
+        request = self._http.build_request("POST", self._chat_url, content=_encode(body), headers=headers)
+        try:
+            response = await self._http.send(request, stream=stream)
+        except (httpx2.HTTPError, httpx2.StreamError, OSError) as exc:
+            raise translate_error(exc) from exc
+        if response.status_code >= 400:
+            try:
+                raw = await response.aread()
+            except (httpx2.HTTPError, httpx2.StreamError, OSError):
+                raw = b""
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await response.aclose()
+            raise status_error(response.status_code, raw)
+        return response
 
     async def open_stream(self, body: dict[str, Any], context: ChatContext | None = None) -> UpstreamStream:
         """Start a streaming completion; raises ``UpstreamError`` before any byte if the upstream refuses."""
-        named, extra = self._split(body)
-        manager = self.sdk.chat.completions.with_streaming_response.create(**named, extra_body=extra)
-        try:
-            response = await manager.__aenter__()
-        except BaseException as exc:
-            if isinstance(exc, anyio.get_cancelled_exc_class()):
-                raise
-            raise translate_error(exc) from exc
-        return UpstreamStream(manager, response)
+        return UpstreamStream(await self._send(body, stream=True, stream_reply=True))
 
     async def complete(self, body: dict[str, Any]) -> bytes:
         """Non-streaming completion; returns the upstream's JSON bytes."""
-        named, extra = self._split(body)
+        response = await self._send(body, stream=True)
         try:
-            async with self.sdk.chat.completions.with_streaming_response.create(**named, extra_body=extra) as resp:
-                return await resp.read()
-        except (openai.APIError, httpx2.HTTPError, httpx2.StreamError, OSError) as exc:
+            return await response.aread()
+        except (httpx2.HTTPError, httpx2.StreamError, OSError) as exc:
             raise translate_error(exc) from exc
+        finally:
+            with anyio.CancelScope(shield=True):
+                await response.aclose()
 
     async def complete_json(self, body: dict[str, Any], context: ChatContext | None = None) -> dict[str, Any]:
         raw = await self.complete(body)

@@ -13,6 +13,7 @@ from typing import Any, Protocol
 from app.chat.pipeline import Retrieved
 from app.chat.request import message_text
 from app.memory.models import ScoredMemory
+from app.memory.presence import TenantPresence
 from app.memory.serialize import rfc3339
 
 SECTION_OPEN = "<memchat-memory>"
@@ -28,7 +29,10 @@ class SearchableStore(Protocol):
     async def search(self, org_id: str, namespace: str, query: str, *, limit: int = 8,
                      min_score: float | None = None) -> list[ScoredMemory]: ...
 
-    async def count(self, org_id: str, namespace: str) -> int: ...
+    async def may_have_memories(self, org_id: str, namespace: str) -> bool: ...
+
+    @property
+    def presence(self) -> TenantPresence: ...
 
 
 def build_query(messages: Sequence[dict[str, Any]]) -> str:
@@ -86,9 +90,12 @@ class MemoryRetriever:
         self.min_score = min_score
         self.token_budget = token_budget
 
+    def known_empty(self, org_id: str, namespace: str) -> bool:
+        return self.store.presence.known_empty(org_id, namespace)
+
     async def retrieve(self, org_id: str, namespace: str, messages: Sequence[dict[str, Any]]) -> Retrieved:
         query = build_query(messages)
-        if not query:
+        if not query or not await self.store.may_have_memories(org_id, namespace):
             return Retrieved()
         found = await self.store.search(org_id, namespace, query, limit=self.top_k, min_score=self.min_score)
         # Without a configured floor, a hit must have *some* relevance: a zero fused score means no

@@ -32,6 +32,7 @@ import pyarrow as pa
 from app.memory import filters as F
 from app.memory import maintenance as M
 from app.memory.models import Memory, NewMemory, ScoredMemory, as_utc, new_id, utcnow
+from app.memory.presence import TenantPresence
 from app.memory.schema import (
     MEMORY_COLUMNS,
     ORDERED_COLUMNS,
@@ -102,6 +103,7 @@ class MemoryStore:
         self.vector_index_min_rows = vector_index_min_rows
         self.dim = int(embedder.dim)
         self._maintain_lock = asyncio.Lock()
+        self.presence = TenantPresence(self._count_tenant)
 
     # ------------------------------------------------------------------ open / close
 
@@ -221,6 +223,7 @@ class MemoryStore:
             )
         vectors = await self._embed([m.content for m in memories])
         data = self._to_arrow(memories, vectors)
+        self.presence.mark_present(org_id, namespace)  # before the write: never "empty" once it lands
         explicit = any(it.id is not None for it in items)
         if not explicit:
             await retry(lambda: self._table.add(data), what="add")
@@ -248,6 +251,7 @@ class MemoryStore:
     async def delete_namespace(self, org_id: str, namespace: str) -> int:
         where = F.tenant_filter(org_id, namespace)
         res = await retry(lambda: self._table.delete(where), what="delete_namespace")
+        self.presence.forget(org_id, namespace)
         return int(res.num_deleted_rows)
 
     async def supersede(self, org_id: str, namespace: str, old_id: str, new_id: str) -> bool:
@@ -323,6 +327,13 @@ class MemoryStore:
     async def get(self, org_id: str, namespace: str, memory_id: str) -> Memory | None:
         rows = await self._fetch(F.id_filter(org_id, namespace, memory_id), limit=1)
         return rows[0] if rows else None
+
+    async def _count_tenant(self, org_id: str, namespace: str) -> int:
+        return int(await self._table.count_rows(F.tenant_filter(org_id, namespace)))
+
+    async def may_have_memories(self, org_id: str, namespace: str) -> bool:
+        """False when the tenant is known to have no memory at all (see `app.memory.presence`)."""
+        return await self.presence.may_have_memories(org_id, namespace)
 
     async def count(
         self,

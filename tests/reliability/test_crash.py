@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import httpx2
+import pytest
 
 from tests.conftest import API_KEYS, KEY_ORG1
 from tests.support.fake_upstream import FakeUpstream
@@ -15,10 +16,20 @@ from tests.support.server import MemchatServer
 AUTH = {"Authorization": f"Bearer {KEY_ORG1}"}
 
 
-def server(data: Path, fake: FakeUpstream) -> MemchatServer:
+# How answered turns are made durable: "journal" keeps them in the local journal only (the flush to the
+# table is an hour away, so the kill finds them there and the restart must replay them); "table" writes
+# them straight to LanceDB (MEMCHAT_TURNLOG_JOURNAL=false).
+TURNLOG_MODES = {
+    "journal": {"MEMCHAT_TURNLOG_FLUSH_INTERVAL": "3600"},
+    "table": {"MEMCHAT_TURNLOG_JOURNAL": "false"},
+}
+
+
+def server(data: Path, fake: FakeUpstream, mode: str = "journal") -> MemchatServer:
     return MemchatServer(data, env={"MEMCHAT_UPSTREAM_BASE_URL": fake.base_url, "MEMCHAT_UPSTREAM_API_KEY": "x",
                                     "MEMCHAT_API_KEYS": API_KEYS, "MEMCHAT_COMMIT_LEASE": "2",
-                                    "MEMCHAT_EXTRACTOR": "heuristic", "MEMCHAT_EMBEDDER": "none"})
+                                    "MEMCHAT_EXTRACTOR": "heuristic", "MEMCHAT_EMBEDDER": "none",
+                                    **TURNLOG_MODES[mode]})
 
 
 def turn(srv: MemchatServer, text: str, namespace: str, commit_after: int) -> None:
@@ -34,10 +45,11 @@ def committed(srv: MemchatServer, namespace: str) -> list[str]:
     return sorted(m["content"] for m in resp.json()["memories"] if m["source"] == "conversation")
 
 
-def test_kill9_during_streaming(tmp_path: Path, fake: FakeUpstream, namespace: str) -> None:
+@pytest.mark.parametrize("mode", sorted(TURNLOG_MODES))
+def test_kill9_during_streaming(tmp_path: Path, fake: FakeUpstream, namespace: str, mode: str) -> None:
     fake.reset()
     facts = [f"I own a vintage bicycle number {i}." for i in range(5)]
-    srv = server(tmp_path / "data", fake).start()
+    srv = server(tmp_path / "data", fake, mode).start()
     try:
         for fact in facts:
             turn(srv, fact, namespace, commit_after=2)
@@ -51,7 +63,9 @@ def test_kill9_during_streaming(tmp_path: Path, fake: FakeUpstream, namespace: s
         srv.kill9()  # five replies mid-stream, five answered turns not yet committed
     for thread in streams:
         thread.join(timeout=10)
-    with server(tmp_path / "data", fake) as srv:
+    if mode == "journal":
+        assert list((tmp_path / "data" / "turns-journal").glob("*.wal")), "the answered turns were only journaled"
+    with server(tmp_path / "data", fake, mode) as srv:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and len(committed(srv, namespace)) < len(facts):
             time.sleep(0.3)

@@ -1,0 +1,132 @@
+"""The turn log's local write-ahead journal: the durability point of an answered turn.
+
+A single-row LanceDB append costs ~6 ms of CPU and makes a new table version (docs/benchmarks.md), which
+would be most of a streamed reply's cost at one turn per request. So a turn is made durable by appending
+one JSON line to a local journal segment (one ``write``; ``fsync`` per group when enabled) and reaches the
+LanceDB ``turns`` table in batches, moved there by the turn log's flusher.
+
+Segments are files ``<dir>/turns-<pid>-<random>-<n>.wal``; the process writing one holds an exclusive
+``flock`` on it, which the kernel drops when the process dies (``kill -9`` included). At start-up every
+segment nobody holds is replayed into the table (idempotently, keyed on ``turn_id``) and removed. A torn
+last line -- the process died inside a ``write`` -- is the only thing skipped: that turn's answer had not
+been acknowledged.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import msgspec
+
+if TYPE_CHECKING:
+    from app.chat.turnlog import TurnRecord
+
+log = logging.getLogger("memchat.turnlog")
+
+SUFFIX = ".wal"
+
+
+class Segment:
+    """One open, locked journal file."""
+
+    def __init__(self, path: Path, *, create: bool = True) -> None:
+        self.path = path
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC | (os.O_CREAT | os.O_EXCL if create else 0)
+        self.fd = os.open(path, flags, 0o600)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BaseException:
+            os.close(self.fd)
+            raise
+        self.rows = 0
+
+    def write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            written = os.write(self.fd, view)
+            view = view[written:]
+
+    def sync(self) -> None:
+        os.fsync(self.fd)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)  # releases the flock
+            self.fd = -1
+
+    def remove(self) -> None:
+        self.close()
+        self.path.unlink(missing_ok=True)
+
+
+class Journal:
+    """Appends encoded turns to the current segment; ``rotate()`` starts a new one."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        directory.mkdir(parents=True, exist_ok=True)
+        self._prefix = f"turns-{os.getpid()}-{uuid.uuid4().hex[:8]}-"
+        self._counter = 0
+        self._encoder = msgspec.json.Encoder()
+        self.current = self._open_next()
+
+    def _open_next(self) -> Segment:
+        self._counter += 1
+        return Segment(self.directory / f"{self._prefix}{self._counter:06d}{SUFFIX}")
+
+    def encode(self, records: Iterable[TurnRecord]) -> bytes:
+        return b"".join(self._encoder.encode(r) + b"\n" for r in records)
+
+    def write(self, records: Sequence[TurnRecord]) -> Segment:
+        """Append the records (one ``write``); returns the segment they went to."""
+        segment = self.current
+        segment.write(self.encode(records))
+        segment.rows += len(records)
+        return segment
+
+    def rotate(self) -> Segment:
+        """Start a new segment; returns the previous one (to remove once its rows are in the table)."""
+        old = self.current
+        self.current = self._open_next()
+        return old
+
+    def close(self) -> None:
+        """Close the current segment; an empty one is removed (rows left in one are replayed at start)."""
+        if self.current.rows == 0:
+            self.current.remove()
+        else:
+            self.current.close()
+
+
+def orphan_segments(directory: Path) -> Iterator[Segment]:
+    """Segments no live process holds, each opened and locked by us (oldest first)."""
+    if not directory.is_dir():
+        return
+    for path in sorted(directory.glob(f"turns-*{SUFFIX}"), key=lambda p: (p.stat().st_mtime, p.name)):
+        try:
+            segment = Segment(path, create=False)
+        except BlockingIOError:
+            continue  # a running process is writing it
+        except FileNotFoundError:
+            continue  # another process recovered and removed it meanwhile
+        yield segment
+
+
+def read_segment(path: Path, record_type: type[TurnRecord]) -> list[TurnRecord]:
+    """Every complete record of a segment; a torn or corrupt line is logged and skipped."""
+    decoder = msgspec.json.Decoder(record_type)
+    records: list[TurnRecord] = []
+    for number, line in enumerate(path.read_bytes().split(b"\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            records.append(decoder.decode(line))
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            log.warning("turn journal %s line %d skipped (%s): an unacknowledged, torn write", path.name, number, exc)
+    return records
