@@ -54,4 +54,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
 def create_app_from_env() -> Litestar:
     """uvicorn factory entry point (``app.main:create_app_from_env``): settings from the environment."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # The HTTP clients log every request at INFO: one line per chat turn would flood the log (and cost
+    # CPU on the request path). Their warnings and errors still show.
+    for noisy in ("httpx2", "httpcore2", "httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     return create_app(Settings.from_env())

@@ -1,6 +1,11 @@
 #!/usr/bin/env python3
 """The durable turn log under concurrency: group commit versus single-row LanceDB appends.
 
+This measures the table mode (``MEMCHAT_TURNLOG_JOURNAL=false``), the one for replicas without a durable
+local disk. The default mode makes turns durable in a local journal and moves them to the table in batches
+in the background; its cost on the request path is measured by ``scripts/bench_proxy.py``.
+``--turnlog journal`` runs this script against the default instead.
+
 memchat writes every answered turn to the LanceDB table ``turns`` *before* it sends ``data: [DONE]``
 (``app/chat/turnlog.py``): concurrent turns queue their row and one writer task appends everything queued
 in a single ``table.add`` (one new table version per batch). This script measures that through the full
@@ -210,6 +215,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--hold", type=float, default=None, help="seconds measured per level (20)")
     p.add_argument("--baseline-rows", type=int, default=200)
     p.add_argument("--embedder", default="local", choices=["local", "none"])
+    p.add_argument("--turnlog", default="table", choices=["table", "journal"],
+                   help="turn log mode of memchat (MEMCHAT_TURNLOG_JOURNAL false / true)")
     p.add_argument("--no-direct", action="store_true", help="skip the direct-to-fake levels")
     p.add_argument("--no-docs", action="store_true", help="do not write docs/benchmarks.md")
     p.add_argument("--app-ref", default=None, metavar="REF",
@@ -249,7 +256,9 @@ def main(argv: list[str] | None = None) -> int:
         fake = FakeUpstream("--tokens", str(args.tokens), "--no-record",
                             "--first-token-delay", str(REALISTIC["first_token_delay"]),
                             "--token-delay", str(REALISTIC["token_delay"])).start()
-        mc = Memchat(tmp / "data", env=memchat_env(fake.base_url, args.embedder)).start()
+        mc = Memchat(tmp / "data", env=memchat_env(
+            fake.base_url, args.embedder,
+            MEMCHAT_TURNLOG_JOURNAL="true" if args.turnlog == "journal" else "false")).start()
         qs = Questions(args.seed)
         mc_path = f"/v1/memory/chat/completions?namespace={NS}"
         auth = {"authorization": f"Bearer {API_KEY}"}
@@ -358,7 +367,8 @@ def report(args: argparse.Namespace, command: str, machine: str, results: dict[s
 {command}
 ```
 
-Versions: {vers}. Machine: {machine}. memchat: 1 uvicorn worker, `MEMCHAT_EMBEDDER={args.embedder}`, idle
+Versions: {vers}. Machine: {machine}. memchat: 1 uvicorn worker, `MEMCHAT_EMBEDDER={args.embedder}`,
+`MEMCHAT_TURNLOG_JOURNAL={"true" if args.turnlog == "journal" else "false"}`, idle
 commits disabled for the run. Fake upstream: first token after 50 ms, then 30 tokens/s, {args.tokens} tokens per
 reply (~{0.05 + args.tokens / 30:.1f} s). Each level: N closed-loop streams (raw-socket SSE client) started over
 {args.stagger:.1f} s, then measured for {args.hold:.0f} s; memchat and the direct-to-fake run alternate at each

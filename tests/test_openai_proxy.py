@@ -107,17 +107,6 @@ def test_upstream_sees_the_sdk_identity_and_uncompressed_streams(server: Memchat
     assert last_chat_request(fake)["headers"]["accept-encoding"] != "identity"
 
 
-def test_sse_send_hook_still_exists_in_sse_starlette() -> None:
-    """``StreamingEventSourceResponse`` overrides sse-starlette's per-send hook; if an upgrade renames it,
-    the override would silently stop applying."""
-    from sse_starlette import EventSourceResponse
-
-    from app.api.streaming import StreamingEventSourceResponse
-
-    assert callable(getattr(EventSourceResponse, "_send_with_timeout", None))
-    assert StreamingEventSourceResponse._send_with_timeout is not EventSourceResponse._send_with_timeout
-
-
 def test_tool_calls_and_usage_chunk_arrive_intact(server: MemchatServer, fake: FakeUpstream, namespace: str) -> None:
     tools = [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}]
     client = sdk(server)

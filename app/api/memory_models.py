@@ -36,7 +36,7 @@ class CreateMemoryBody(msgspec.Struct, forbid_unknown_fields=False):
 class SearchBody(msgspec.Struct, forbid_unknown_fields=False):
     query: Annotated[str, msgspec.Meta(max_length=MAX_CONTENT_CHARS)]
     limit: Annotated[int, msgspec.Meta(ge=1, le=100)] = 10
-    namespace: Annotated[str, msgspec.Meta(max_length=256)] | None = None
+    namespace: Annotated[str, msgspec.Meta(max_length=256, pattern=r"^[^\x00-\x1f\x7f-\x9f]*$")] | None = None
 
 
 class PatchMemoryBody(msgspec.Struct, forbid_unknown_fields=False):

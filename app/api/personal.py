@@ -17,7 +17,7 @@ from litestar import Request, Response, Router, post
 from litestar.di import Provide
 
 from app.api.deps import provide_principal, provide_services
-from app.api.streaming import sse_response, token_ping
+from app.api.streaming import TOKEN_PING, sse_response
 from app.auth import Principal
 from app.chat.pipeline import PreparedChat
 from app.chat.relay import Relay
@@ -139,7 +139,7 @@ async def chat_personal_stream(request: Request[Any, Any, Any], principal: Princ
     refs = group_refs(chat.retrieved.refs, await _titles(services, principal, body.unique_id, chat.retrieved.refs))
     relay = await services.pipeline.open_relay(chat, first_chunk_fields=None)
     return sse_response(personal_frames(chat, relay, services, refs), headers={"x-memchat-session-id": chat.chat_id},
-                        ping_interval=services.settings.server.sse_ping_interval, ping=token_ping)
+                        ping_interval=services.settings.server.sse_ping_interval, ping=TOKEN_PING)
 
 
 @post("/chat_personal", status_code=200)

@@ -1,48 +1,77 @@
-"""SSE responses for every surface: sse-starlette's ``EventSourceResponse`` carrying bytes framed by
-``app.chat.sse`` (passed through verbatim), with keep-alive comment pings while the upstream is slow.
-It listens for the client's disconnect and ``aclose()``s the iterator, which closes the upstream request.
+"""SSE responses for every surface: a lean ASGI response streaming bytes framed by ``app.chat.sse``.
+
+Per streamed chunk it does one ``send`` and nothing else. One helper task per response watches for the
+client's disconnect -- then the stream is cancelled, which ``aclose()``s the frame iterator and with it
+the upstream request -- and, while the stream is idle for ``ping_interval`` seconds (a slow upstream),
+sends a keep-alive ping. After the last frame no ping can follow.
+
+This replaces sse-starlette's ``EventSourceResponse`` on the chat paths: that one spawns four tasks per
+response and wraps every send in a cancel scope, which measured ~1 ms of CPU per request and ~20 µs per
+chunk here (docs/benchmarks.md, "Proxy overhead"); memchat's frames are already SSE bytes, so none of
+its event formatting is needed.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import time
+from collections.abc import AsyncIterator
+from contextlib import aclosing
 from typing import Any
 
+import anyio
+from anyio import CancelScope
 from litestar import Response
-from sse_starlette import EventSourceResponse, ServerSentEvent
 
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+COMMENT_PING = b": ping\n\n"            # OpenAI surface: an SSE comment, which every SSE client ignores
+# Personal-chat surface: ``data: {"token": ""}``, so a client that parses every non-empty line as
+# ``json.loads(line[6:])["token"]`` keeps working while the upstream is slow.
+TOKEN_PING = b'data: {"token": ""}\n\n'
 
 
-def comment_ping() -> ServerSentEvent:
-    """OpenAI surface: an SSE comment, which every SSE client ignores."""
-    return ServerSentEvent(comment="ping")
+class SSEStream:
+    """An ASGI application streaming ``frames`` (complete SSE events as bytes) as ``text/event-stream``."""
 
+    def __init__(self, frames: AsyncIterator[bytes], *, headers: dict[str, str] | None = None,
+                 ping_interval: float = 15.0, ping: bytes = COMMENT_PING) -> None:
+        self._frames = frames
+        merged = {"content-type": "text/event-stream; charset=utf-8", **SSE_HEADERS, **(headers or {})}
+        self._raw_headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in merged.items()]
+        self._ping_interval = ping_interval
+        self._ping = ping
+        self._last_send = 0.0
+        self._finished = False
 
-def token_ping() -> ServerSentEvent:
-    """Personal-chat surface: ``data: {"token": ""}``, so a client that parses every non-empty line as
-    ``json.loads(line[6:])["token"]`` keeps working while the upstream is slow."""
-    return ServerSentEvent(data='{"token": ""}')
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": self._raw_headers})
+        self._last_send = time.monotonic()
+        async with anyio.create_task_group() as group:
+            group.start_soon(self._watch, receive, send, group.cancel_scope)
+            async with aclosing(self._frames) as frames:
+                async for chunk in frames:
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                    self._last_send = time.monotonic()
+            self._finished = True  # before the final send: the watcher must not ping after it
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            group.cancel_scope.cancel()
 
-
-class StreamingEventSourceResponse(EventSourceResponse):
-    """sse-starlette's response without a cancel scope around every send when no ``send_timeout`` is set.
-
-    ``EventSourceResponse._send_with_timeout`` wraps each chunk in ``anyio.move_on_after(None)``: a
-    cancel scope (and an async-library lookup) per streamed token, about a fifth of memchat's CPU per
-    relayed chunk (docs/benchmarks.md, "Proxy overhead"). Without a timeout the scope can never fire, so
-    the send is made directly; with one, sse-starlette's own method runs.
-    ``tests/test_openai_proxy.py`` checks the hook still exists in the installed sse-starlette."""
-
-    async def _send_with_timeout(self, send: Any, message: Any) -> None:
-        if self.send_timeout is None:
-            await send(message)
-        else:
-            await super()._send_with_timeout(send, message)
+    async def _watch(self, receive: Any, send: Any, stream_scope: CancelScope) -> None:
+        """Cancel the stream when the client leaves; ping while it is idle."""
+        while True:
+            idle_for = time.monotonic() - self._last_send
+            with anyio.move_on_after(max(0.0, self._ping_interval - idle_for)):
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    stream_scope.cancel()
+                    return
+                continue
+            if not self._finished and time.monotonic() - self._last_send >= self._ping_interval:
+                self._last_send = time.monotonic()
+                await send({"type": "http.response.body", "body": self._ping, "more_body": True})
 
 
 class ASGIAppResponse(Response[None]):
-    """Lets a Litestar handler return a plain ASGI application (here: sse-starlette's response)."""
+    """Lets a Litestar handler return a plain ASGI application."""
 
     def __init__(self, asgi_app: Any) -> None:
         super().__init__(content=None)
@@ -53,6 +82,5 @@ class ASGIAppResponse(Response[None]):
 
 
 def sse_response(frames: AsyncIterator[bytes], *, headers: dict[str, str] | None = None,
-                 ping_interval: float = 15.0, ping: Callable[[], ServerSentEvent] = comment_ping) -> ASGIAppResponse:
-    return ASGIAppResponse(StreamingEventSourceResponse(frames, headers={**SSE_HEADERS, **(headers or {})},
-                                               ping=ping_interval, ping_message_factory=ping))
+                 ping_interval: float = 15.0, ping: bytes = COMMENT_PING) -> ASGIAppResponse:
+    return ASGIAppResponse(SSEStream(frames, headers=headers, ping_interval=ping_interval, ping=ping))
