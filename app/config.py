@@ -62,6 +62,8 @@ class MemorySettings(msgspec.Struct, frozen=True):
     commit_lease: float = 120.0
     commit_concurrency: int = 4
     empty_namespace_ttl: float = 2.0  # how long "this namespace has no memories" is trusted
+    vector_cache_mb: int = 256        # namespaces' vectors kept in memory for the dense leg (0: off)
+    vector_cache_ttl: float = 5.0     # seconds before a cached namespace is reloaded
 
 
 class TurnLogSettings(msgspec.Struct, frozen=True):
@@ -195,6 +197,8 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
             commit_lease=_float(env, "MEMCHAT_COMMIT_LEASE", 120.0) or 120.0,
             commit_concurrency=_int(env, "MEMCHAT_COMMIT_CONCURRENCY", 4, minimum=1),
             empty_namespace_ttl=_nonneg(env, "MEMCHAT_EMPTY_NAMESPACE_TTL", 2.0),
+            vector_cache_mb=_int(env, "MEMCHAT_VECTOR_CACHE_MB", 256),
+            vector_cache_ttl=_nonneg(env, "MEMCHAT_VECTOR_CACHE_TTL", 5.0),
         ),
         turnlog=TurnLogSettings(
             journal=_bool(env, "MEMCHAT_TURNLOG_JOURNAL", True),

@@ -95,6 +95,9 @@ class Services:
             await resolve_dim()
         store = await MemoryStore.open(uri, embedder, options)
         store.presence.empty_ttl = settings.memory.empty_namespace_ttl
+        if store.dim > 0:
+            store.vectors.max_bytes = settings.memory.vector_cache_mb * 1024 * 1024
+            store.vectors.ttl = settings.memory.vector_cache_ttl
         stack.push_async_callback(store.close)
         db = await lancedb.connect_async(uri, storage_options=options, read_consistency_interval=timedelta(0))
         turns = settings.turnlog

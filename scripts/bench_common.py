@@ -688,6 +688,24 @@ def load_now() -> str:
     return f"{load[0]:.2f}/{load[1]:.2f}/{load[2]:.2f}"
 
 
+def stop_all(*servers: Any) -> None:
+    """Stop every server that was started (None = never started); a failing stop does not hide the rest."""
+    for srv in servers:
+        if srv is not None:
+            try:
+                srv.stop()
+            except Exception as exc:  # noqa: BLE001 -- cleanup: report and go on
+                print(f"stopping {type(srv).__name__} failed: {exc}", file=sys.stderr)
+
+
+def start_run(script: str, argv: Sequence[str] | None) -> str:
+    """Common start of a benchmark: raise the open-files limit (hundreds of sockets) and return the exact
+    command line, for the report."""
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
+    return (f".venv/bin/python scripts/{script} " + " ".join(sys.argv[1:] if argv is None else argv)).strip()
+
+
 def write_section(title: str, body: str, path: Path = DOCS) -> None:
     """Replace (or append) the ``## title`` section of ``path``; every other section stays as it is."""
     text = path.read_text() if path.exists() else "# Benchmarks\n"

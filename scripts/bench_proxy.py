@@ -43,10 +43,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
 import random
-import resource
 import shutil
 import subprocess
 import sys
@@ -63,6 +61,8 @@ os.environ.setdefault("LANCEDB_LOG", "error")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_common import (  # noqa: E402
+    start_run,
+    stop_all,
     API_KEY,
     CpuMeter,
     MODEL,
@@ -141,7 +141,7 @@ QUESTIONS = [
 ]
 
 
-def _fill(template: str, rng: random.Random) -> str:
+def fill_template(template: str, rng: random.Random) -> str:
     return template.format(name=rng.choice(NAMES), rel=rng.choice(RELATIONS), city=rng.choice(CITIES),
                            food=rng.choice(FOODS), hobby=rng.choice(HOBBIES), job=rng.choice(JOBS),
                            pet=rng.choice(PETS))
@@ -152,7 +152,7 @@ def memory_texts(n: int, seed: int = 7) -> list[str]:
     seen: set[str] = set()
     out: list[str] = []
     while len(out) < n:
-        text = _fill(rng.choice(TEMPLATES), rng)
+        text = fill_template(rng.choice(TEMPLATES), rng)
         if text in seen:
             text = f"{text[:-1]} (noted {len(out) % 28 + 1} {rng.choice(['March', 'June', 'October'])})."
             if text in seen:
@@ -171,7 +171,7 @@ class Questions:
 
     def next(self) -> str:
         self.n += 1
-        return f"{_fill(self.rng.choice(QUESTIONS), self.rng)} ({self.n})"
+        return f"{fill_template(self.rng.choice(QUESTIONS), self.rng)} ({self.n})"
 
 
 # ------------------------------------------------------------------------------------------ 10k store
@@ -735,7 +735,7 @@ def report(arms: list[Arm], args: argparse.Namespace, info: dict[str, Any]) -> t
 {info['command']}
 ```
 
-Versions: {vline}. Machine: {info['machine']}. memchat source: {info['source']}; 1 uvicorn worker, `MEMCHAT_EMBEDDER={args.embedder}`,
+Versions: {vline}. Machine: {info['machine']}. memchat source: {info['source']}; {args.workers} uvicorn worker{'s' if args.workers > 1 else ''}, `MEMCHAT_EMBEDDER={args.embedder}`,
 idle commits disabled for the run (`MEMCHAT_COMMIT_AFTER=86400`), store {info['store_note']}.
 {info.get('litellm_note', '')}
 
@@ -836,6 +836,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--hold", type=float, default=None, help="seconds each level is measured")
     p.add_argument("--ramp-budget", type=float, default=None, help="seconds of ramp per arm at most")
     p.add_argument("--ramp-arms", default="direct,floor,mc-empty,litellm", help="arms to ramp (comma separated)")
+    p.add_argument("--workers", type=int, default=1, help="uvicorn workers of memchat (CPU is summed over them)")
     p.add_argument("--no-litellm", action="store_true")
     p.add_argument("--no-floor", action="store_true", help="skip the bare passthrough arm (scripts/passthrough_floor.py)")
     p.add_argument("--litellm-bin", default=None, help="path of the litellm console script")
@@ -866,9 +867,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    command = ".venv/bin/python scripts/bench_proxy.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
+    command = start_run("bench_proxy.py", argv)
     started = time.perf_counter()
     info: dict[str, Any] = {"command": command.strip(), "date": date.today().isoformat(), "machine": machine_line(),
                             "source": use_app_ref(args.app_ref)}
@@ -886,7 +885,7 @@ def main(argv: list[str] | None = None) -> int:
             data_dir, args.embedder, args.memories, None if args.no_cache else args.cache_dir)
 
         fake = FakeUpstream("--tokens", str(args.tokens), "--no-record").start()
-        mc = Memchat(data_dir, env=memchat_env(fake.base_url, args.embedder)).start()
+        mc = Memchat(data_dir, env=memchat_env(fake.base_url, args.embedder), workers=args.workers).start()
 
         litellm_version = None
         if not args.no_litellm:
@@ -976,10 +975,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"total {time.perf_counter() - started:.0f} s")
         return 0
     finally:
-        for srv in (floor, ll, mc, fake):
-            if srv is not None:
-                with contextlib.suppress(Exception):
-                    srv.stop()
+        stop_all(floor, ll, mc, fake)
         shutil.rmtree(tmp, ignore_errors=True)
         cleanup_app_exports()
 

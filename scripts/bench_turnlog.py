@@ -30,10 +30,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
 import random
-import resource
 import shutil
 import sys
 import tempfile
@@ -48,6 +46,8 @@ os.environ.setdefault("LANCEDB_LOG", "error")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_common import (  # noqa: E402
+    start_run,
+    stop_all,
     API_KEY,
     REALISTIC,
     CpuMeter,
@@ -234,9 +234,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    command = (".venv/bin/python scripts/bench_turnlog.py " + " ".join(sys.argv[1:] if argv is None else argv)).strip()
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
+    command = start_run("bench_turnlog.py", argv)
     started = time.perf_counter()
     machine = machine_line()
     source = use_app_ref(args.app_ref)
@@ -295,10 +293,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"total {time.perf_counter() - started:.0f} s")
         return 0
     finally:
-        for srv in (mc, fake):
-            if srv is not None:
-                with contextlib.suppress(Exception):
-                    srv.stop()
+        stop_all(mc, fake)
         shutil.rmtree(tmp, ignore_errors=True)
         cleanup_app_exports()
 

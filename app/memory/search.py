@@ -219,10 +219,12 @@ async def run_search(
     current_only: bool = True,
     decode: Callable[[Row], Row] | None = None,
     ann_opts: dict[str, Any] | None = None,
+    dense_search: Callable[[np.ndarray, int], Awaitable[list[Hit] | None]] | None = None,
 ) -> list[Hit]:
     """Run one search in the given mode; returns up to ``limit`` (row, score), best first.
 
-    ``where`` is the tenant prefilter (SQL). ``current_only`` drops superseded memories
+    ``where`` is the tenant prefilter (SQL). ``dense_search(vector, n)``, when given, answers the dense leg
+    from memory (rows with the ``select``ed columns, cosine similarity) or returns None to use LanceDB. ``current_only`` drops superseded memories
     *after* the index search instead of adding ``state = 'current'`` to the prefilter:
     with only the BTree-indexed tenant equality in the prefilter Lance needs no extra read
     of the ``state`` column for every row of the tenant (a third of the latency at 1M rows,
@@ -248,8 +250,15 @@ async def run_search(
     def fts(k: int) -> Awaitable[list[Hit]]:
         return _post_filtered(lambda n: decoded(fts_leg(table, text, where, n, cfg.fts_column, select)), k, keep)
 
+    async def dense_n(vec: np.ndarray, n: int) -> list[Hit]:
+        if dense_search is not None:  # in-memory vectors of the namespace, when it has them
+            hits = await dense_search(vec, n)
+            if hits is not None:
+                return hits
+        return await dense_leg(table, vec, where, n, select, **ann_opts)
+
     def dense_k(vec: np.ndarray, k: int) -> Awaitable[list[Hit]]:
-        return _post_filtered(lambda n: decoded(dense_leg(table, vec, where, n, select, **ann_opts)), k, keep)
+        return _post_filtered(lambda n: decoded(dense_n(vec, n)), k, keep)
 
     if cfg.mode == "fts" or embed_query is None:
         return await fts(limit)

@@ -33,6 +33,7 @@ from app.memory import filters as F
 from app.memory import maintenance as M
 from app.memory.models import Memory, NewMemory, ScoredMemory, as_utc, new_id, utcnow
 from app.memory.presence import TenantPresence
+from app.memory.vector_cache import DEFAULT_MAX_BYTES, VectorCache
 from app.memory.schema import (
     MEMORY_COLUMNS,
     ORDERED_COLUMNS,
@@ -104,6 +105,7 @@ class MemoryStore:
         self.dim = int(embedder.dim)
         self._maintain_lock = asyncio.Lock()
         self.presence = TenantPresence(self._count_tenant)
+        self.vectors = VectorCache(self._load_tenant_vectors, max_bytes=0 if self.dim == 0 else DEFAULT_MAX_BYTES)
 
     # ------------------------------------------------------------------ open / close
 
@@ -227,31 +229,43 @@ class MemoryStore:
         explicit = any(it.id is not None for it in items)
         if not explicit:
             await retry(lambda: self._table.add(data), what="add")
+            if vectors is not None:
+                self.vectors.appended(org_id, namespace, vectors, data.column("payload").to_pylist())
             return memories
-        await retry(
+        res = await retry(
             lambda: self._table.merge_insert("pk").when_not_matched_insert_all().execute(data),
             what="add(merge_insert)",
         )
+        if vectors is not None and res.num_inserted_rows == len(memories):
+            self.vectors.appended(org_id, namespace, vectors, data.column("payload").to_pylist())
+        else:  # some ids existed already: reload rather than guess which rows are new
+            self.vectors.invalidate(org_id, namespace)
         # Lance detects concurrent inserts of the same primary key and retries the loser,
         # but not in every interleaving (seen with a concurrent optimize()); so check, and
         # if a racing writer inserted the same ids, keep one copy (the earliest).
         stored = await M.resolve_duplicates(self._table, org_id, namespace, [m.id for m in memories])
+        if any(stored.get(m.id, m) != m for m in memories):
+            self.vectors.invalidate(org_id, namespace)
         return [stored.get(m.id, m) for m in memories]
 
     async def repair_duplicates(self) -> int:
         """Scan the whole table for ids stored twice in a tenant (left by racing writers) and
         keep one copy of each. Returns the number of rows removed. An operator tool."""
-        return await M.repair_duplicates(self._table)
+        removed = await M.repair_duplicates(self._table)
+        self.vectors.clear()
+        return removed
 
     async def delete(self, org_id: str, namespace: str, memory_id: str) -> bool:
         where = F.id_filter(org_id, namespace, memory_id)
         res = await retry(lambda: self._table.delete(where), what="delete")
+        self.vectors.invalidate(org_id, namespace)
         return res.num_deleted_rows > 0
 
     async def delete_namespace(self, org_id: str, namespace: str) -> int:
         where = F.tenant_filter(org_id, namespace)
         res = await retry(lambda: self._table.delete(where), what="delete_namespace")
         self.presence.forget(org_id, namespace)
+        self.vectors.invalidate(org_id, namespace)
         return int(res.num_deleted_rows)
 
     async def supersede(self, org_id: str, namespace: str, old_id: str, new_id: str) -> bool:
@@ -313,6 +327,7 @@ class MemoryStore:
                     vectors = np.asarray([rows[0]["vector"]], dtype=np.float32).reshape(1, self.dim)
             data = self._to_arrow([new], vectors)
             cond = F.target_write_id(rows[0]["write_id"])
+            self.vectors.invalidate(org_id, namespace)
             res = await retry(
                 lambda cond=cond, data=data: self._table.merge_insert("pk").when_matched_update_all(where=cond).execute(data),
                 what="rewrite",
@@ -327,6 +342,10 @@ class MemoryStore:
     async def get(self, org_id: str, namespace: str, memory_id: str) -> Memory | None:
         rows = await self._fetch(F.id_filter(org_id, namespace, memory_id), limit=1)
         return rows[0] if rows else None
+
+    async def _load_tenant_vectors(self, org_id: str, namespace: str) -> pa.Table:
+        return await self._table.query().where(F.tenant_filter(org_id, namespace)).select(
+            ["vector", "payload"]).to_arrow()
 
     async def _count_tenant(self, org_id: str, namespace: str) -> int:
         return int(await self._table.count_rows(F.tenant_filter(org_id, namespace)))
@@ -444,6 +463,7 @@ class MemoryStore:
             self._embed_query if self.dim > 0 else None,
             current_only=not include_superseded,
             decode=decode_hit_row,
+            dense_search=lambda vector, n: self.vectors.search(org_id, namespace, vector, n),
         )
         out = [ScoredMemory(memory=r["memory"], score=s) for r, s in hits]
         if min_score is not None:

@@ -1,0 +1,165 @@
+"""Per-namespace vectors in memory, for the dense leg of a search.
+
+LanceDB's flat (prefiltered) nearest-neighbour search costs ~13 ms of CPU for a namespace of 10 000
+memories, whatever the filter, while the same cosine top-k over the namespace's vectors held as one
+numpy matrix takes ~0.3 ms (docs/benchmarks.md, "Proxy overhead: what is left"). ``VectorCache`` keeps,
+per namespace, its ids' vectors (L2-normalised float32) and the rows' ``payload`` values, loaded with one
+LanceDB query on first use:
+
+* memories this process adds are appended to a cached namespace at once; any other change this process
+  makes (edit, supersede, delete) drops the namespace, which is reloaded on its next search;
+* an entry is reloaded after ``ttl`` seconds, so memories written by *another* process (a second worker
+  or replica on the same store) reach this process's dense leg within ``ttl`` (``MEMCHAT_VECTOR_CACHE_TTL``,
+  default 5 s); the full-text leg always reads the table;
+* the total size is bounded (``MEMCHAT_VECTOR_CACHE_MB``, default 256); least recently used namespaces
+  are dropped first, and a namespace larger than the whole budget is never cached (the search then asks
+  LanceDB, as without the cache).
+
+A load that races a local write of its namespace is discarded, never stored stale.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+Tenant = tuple[str, str]
+Hit = tuple[dict[str, Any], float]
+
+DEFAULT_TTL = 5.0
+DEFAULT_MAX_BYTES = 256 * 1024 * 1024
+_PAYLOAD_BYTES_GUESS = 64  # per-row overhead of a Python str besides its characters
+
+
+def normalised(vectors: np.ndarray) -> np.ndarray:
+    matrix = np.ascontiguousarray(vectors, dtype=np.float32)
+    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+    np.maximum(norms, np.float32(1e-12), out=norms)
+    return matrix / norms
+
+
+class _Entry:
+    __slots__ = ("matrix", "payloads", "loaded_at", "nbytes")
+
+    def __init__(self, matrix: np.ndarray, payloads: list[str], loaded_at: float) -> None:
+        self.matrix = matrix
+        self.payloads = payloads
+        self.loaded_at = loaded_at
+        self.nbytes = matrix.nbytes + sum(len(p) + _PAYLOAD_BYTES_GUESS for p in payloads)
+
+
+class VectorCache:
+    """``load(org, namespace)`` returns the namespace's rows as Arrow with columns ``vector``, ``payload``."""
+
+    def __init__(self, load: Callable[[str, str], Awaitable[pa.Table]], *, ttl: float = DEFAULT_TTL,
+                 max_bytes: int = DEFAULT_MAX_BYTES, clock: Callable[[], float] = time.monotonic) -> None:
+        self._load = load
+        self.ttl = ttl
+        self.max_bytes = max_bytes
+        self._clock = clock
+        self._entries: OrderedDict[Tenant, _Entry] = OrderedDict()
+        self._loading: dict[Tenant, list[list[bool]]] = {}   # per load in flight: [written meanwhile]
+        self._bytes = 0
+        self.loads = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.max_bytes > 0
+
+    @property
+    def nbytes(self) -> int:
+        return self._bytes
+
+    # -- reading ---------------------------------------------------------------------------------------
+    async def _entry(self, key: Tenant) -> _Entry | None:
+        entry = self._entries.get(key)
+        if entry is not None and self._clock() - entry.loaded_at < self.ttl:
+            self._entries.move_to_end(key)
+            return entry
+        loaded_at = self._clock()
+        self.loads += 1
+        written = [False]
+        self._loading.setdefault(key, []).append(written)
+        try:
+            table = await self._load(*key)
+        finally:
+            loads = self._loading[key]
+            loads.remove(written)
+            if not loads:
+                del self._loading[key]
+        if written[0]:
+            return None  # written meanwhile: answer from LanceDB this time, load again next time
+        if table.num_rows == 0:
+            matrix = np.zeros((0, 0), dtype=np.float32)
+        else:
+            flat = table.column("vector").combine_chunks().flatten().to_numpy(zero_copy_only=False)
+            matrix = normalised(flat.reshape(table.num_rows, -1))
+        fresh = _Entry(matrix, table.column("payload").to_pylist() if table.num_rows else [], loaded_at)
+        self._store(key, fresh)
+        return fresh if fresh.nbytes <= self.max_bytes else None
+
+    def _store(self, key: Tenant, entry: _Entry) -> None:
+        self._drop(key)
+        if entry.nbytes > self.max_bytes:
+            return
+        self._entries[key] = entry
+        self._bytes += entry.nbytes
+        while self._bytes > self.max_bytes:
+            _, old = self._entries.popitem(last=False)
+            self._bytes -= old.nbytes
+
+    def _drop(self, key: Tenant) -> None:
+        old = self._entries.pop(key, None)
+        if old is not None:
+            self._bytes -= old.nbytes
+
+    async def search(self, org_id: str, namespace: str, vector: np.ndarray, k: int) -> list[Hit] | None:
+        """The ``k`` nearest rows as ``({"payload": ...}, cosine similarity)``, best first; None when the
+        namespace cannot be served from memory (the caller asks LanceDB)."""
+        if not self.enabled:
+            return None
+        entry = await self._entry((org_id, namespace))
+        if entry is None:
+            return None
+        n = len(entry.payloads)
+        if n == 0 or k <= 0:
+            return []
+        query = normalised(np.asarray(vector, dtype=np.float32).reshape(1, -1))[0]
+        scores = entry.matrix @ query
+        if k < n:
+            top = np.argpartition(-scores, k - 1)[:k]
+            top = top[np.argsort(-scores[top], kind="stable")]
+        else:
+            top = np.argsort(-scores, kind="stable")
+        return [({"payload": entry.payloads[i]}, float(scores[i])) for i in top]
+
+    # -- this process's writes -------------------------------------------------------------------------
+    def _written(self, key: Tenant) -> None:
+        for written in self._loading.get(key, ()):
+            written[0] = True
+
+    def appended(self, org_id: str, namespace: str, vectors: np.ndarray, payloads: Sequence[str]) -> None:
+        """New rows this process wrote: added to the cached namespace (nothing to do if not cached)."""
+        key = (org_id, namespace)
+        self._written(key)
+        entry = self._entries.get(key)
+        if entry is None or not len(payloads):
+            return
+        rows = normalised(np.asarray(vectors, dtype=np.float32).reshape(len(payloads), -1))
+        matrix = rows if entry.matrix.size == 0 else np.concatenate([entry.matrix, rows])
+        self._store(key, _Entry(matrix, [*entry.payloads, *payloads], entry.loaded_at))
+
+    def clear(self) -> None:
+        for key in list(self._entries):
+            self.invalidate(*key)
+
+    def invalidate(self, org_id: str, namespace: str) -> None:
+        """Rows this process changed or deleted: the namespace is reloaded on its next search."""
+        key = (org_id, namespace)
+        self._written(key)
+        self._drop(key)

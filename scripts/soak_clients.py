@@ -1,0 +1,219 @@
+"""The soak test's clients (``scripts/soak.py``): one per chat surface, each sending one turn of a
+conversation and recording what came back (status, frames with their arrival times, errors by kind).
+
+* ``SoakClient``: a ``RawClient`` (keep-alive raw socket) for the OpenAI surface, streaming or not, and the
+  personal-chat SSE surface;
+* ``WsClient``: one ``/ws/chat`` websocket, reconnected after a failure;
+* ``classify``: the error kind of a finished turn, or None.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import msgspec
+
+from bench_common import API_KEY, MODEL, RawClient, StreamResult
+
+AUTH = {"authorization": f"Bearer {API_KEY}"}
+
+
+class LoadState(Protocol):
+    """What a client needs from the running load: the request timeout and the commit-event counter."""
+
+    timeout: float
+    committed_events: int
+
+
+class _Delta(msgspec.Struct):
+    content: str | None = None
+
+
+class _Choice(msgspec.Struct):
+    delta: _Delta | None = None
+    message: _Delta | None = None
+
+
+class _Chunk(msgspec.Struct):          # an OpenAI stream chunk or a non-stream completion
+    choices: list[_Choice] | None = None
+    error: Any = None
+
+
+class _Msg(msgspec.Struct):            # a personal-chat frame or a websocket message
+    type: str | None = None
+    token: str | None = None
+    error: Any = None
+    session_id: str | None = None
+    chat_id: str | None = None
+    code: str | None = None
+    message: str | None = None
+    turns: list[Any] | None = None
+
+
+_dec_chunk, decode_message, _enc = msgspec.json.Decoder(_Chunk).decode, msgspec.json.Decoder(_Msg).decode, msgspec.json.encode
+
+
+@dataclass
+class Res(StreamResult):
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes = b""
+    parts: list[str] = field(default_factory=list)
+    chat_id: str | None = None
+    kind: str | None = None            # error kind found in the response itself
+
+    def token(self, text: str | None, now: float) -> None:
+        if text:
+            self.ttft = self.ttft if self.ttft is not None else now - self.start
+            self.content_times.append(now)
+            self.parts.append(text)
+
+
+@dataclass
+class Conv:
+    surface: str
+    ns: str
+    left: int                          # turns still to send
+    chat_id: str | None = None
+    by_id: bool = False                # OpenAI: the client sends ``chat_id`` (else memchat resolves the history)
+    history: list[dict[str, str]] = field(default_factory=list)
+    turns: int = 0
+    tainted: bool = False
+
+
+class SoakClient(RawClient):
+    """``RawClient`` for one HTTP surface; keeps headers and body, reads OpenAI and personal-chat frames."""
+
+    def __init__(self, port: int, surface: str) -> None:
+        super().__init__("127.0.0.1", port, AUTH)
+        self.surface = surface
+
+    async def turn(self, conv: Conv, user: str, rng: random.Random, load: LoadState) -> Res:
+        if self.surface == "personal-sse":
+            path = "/serve/api/v1/chat_personal_stream"
+            body = _enc({"prompt": user, "session_id": conv.chat_id or "", "unique_id": conv.ns})
+        else:
+            path = f"/v1/memory/chat/completions?namespace={conv.ns}" + (f"&chat_id={conv.chat_id}" if conv.by_id else "")
+            body = _enc({"model": MODEL, "stream": self.surface == "openai-sse", "fake": {"tokens": rng.randint(60, 150)},
+                         "messages": [*conv.history, {"role": "user", "content": user}]})
+        res = Res(start=time.perf_counter())
+        await self.stream(path, body, timeout=load.timeout, res=res)
+        if self.surface == "openai-json" and res.status == 200 and res.error is None:
+            try:
+                c = _dec_chunk(res.body)
+                res.token(c.choices[0].message.content if c.choices and c.choices[0].message else None, res.done)
+            except msgspec.DecodeError:
+                res.kind, res.error = "bad_body", f"undecodable body {res.body[:120]!r}"
+        return res
+
+    async def _stream(self, path: str, body: bytes, res: Res, clock: Any) -> None:  # type: ignore[override]
+        if self._writer is None:
+            await self._connect()
+        assert self._reader is not None and self._writer is not None
+        reader = self._reader
+        res.start = clock()
+        self._writer.write(f"POST {path} HTTP/1.1\r\n{self._head}content-length: {len(body)}\r\n\r\n".encode() + body)
+        lines = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+        res.status = int(lines[0].split()[1])
+        res.headers = hdrs = {k.strip().lower(): v.strip() for k, _, v in (x.partition(":") for x in lines[1:] if x)}
+        if "chunked" not in hdrs.get("transfer-encoding", "").lower():
+            n = int(hdrs.get("content-length", "0"))
+            res.body, res.done = (await reader.readexactly(n) if n else b""), clock()
+        else:
+            buf = b""
+            while size := int((await reader.readuntil(b"\r\n")).split(b";", 1)[0], 16):
+                buf += (await reader.readexactly(size + 2))[:-2]
+                if b"\n\n" in buf:
+                    now = clock()
+                    *frames, buf = buf.split(b"\n\n")
+                    for line in b"\n".join(frames).split(b"\n"):
+                        if line.startswith(b"data:"):
+                            self._frame(line[5:].strip(), now, res)
+            await reader.readuntil(b"\r\n")
+        if hdrs.get("connection", "").lower() == "close":
+            await self.close()
+
+    def _frame(self, payload: bytes, now: float, res: Res) -> None:
+        if payload == b"[DONE]":
+            res.done = now
+            return
+        try:
+            if self.surface == "personal-sse":
+                m = decode_message(payload)
+                text, err, res.chat_id = m.token, m.error, m.session_id or res.chat_id
+            else:
+                c = _dec_chunk(payload)
+                text, err = (c.choices[0].delta.content if c.choices and c.choices[0].delta else None), c.error
+        except msgspec.DecodeError:
+            res.kind, res.error = "bad_frame", f"undecodable frame {payload[:120]!r}"
+            return
+        if err is not None:
+            res.kind, res.error = "error_frame", f"error frame: {str(err)[:160]}"
+        res.token(text, now)
+
+
+class WsClient:
+    """One ``/ws/chat`` socket (reconnected after a failure), one message at a time."""
+
+    def __init__(self, port: int) -> None:
+        self.url, self.ws = f"ws://127.0.0.1:{port}/ws/chat", None
+
+    async def turn(self, conv: Conv, user: str, rng: random.Random, load: LoadState) -> Res:
+        from websockets.asyncio.client import connect
+
+        res = Res(start=time.perf_counter())
+        try:
+            async with asyncio.timeout(load.timeout):
+                if self.ws is None:
+                    self.ws = await connect(self.url, additional_headers=AUTH, proxy=None, compression=None,
+                                            max_size=None, ping_interval=None)
+                    if (ready := decode_message(await self.ws.recv())).type != "ready":
+                        raise ConnectionError(f"first message is not 'ready': {ready}")
+                res.start = time.perf_counter()
+                msg = {"type": "message", "content": user, "namespace": conv.ns}
+                await self.ws.send(_enc({**msg, "chat_id": conv.chat_id} if conv.chat_id else msg).decode())
+                while True:
+                    m = decode_message(await self.ws.recv())
+                    now = time.perf_counter()
+                    if m.type == "token":
+                        res.token(m.token, now)
+                    elif m.type == "start":
+                        res.status, res.chat_id = 200, m.chat_id
+                    elif m.type == "done":
+                        res.done = now
+                        break
+                    elif m.type == "error":
+                        res.kind, res.error = "ws_error", f"{m.code}: {m.message}"[:200]
+                        if m.chat_id is None:      # the request is over; with chat_id 'done' follows
+                            break
+                    elif m.type == "memory_committed":
+                        load.committed_events += 1
+        except Exception as exc:  # noqa: BLE001 -- ConnectionClosed, OSError, timeout ...: counted
+            res.kind = "timeout" if isinstance(exc, TimeoutError) else "truncated" if res.status else "ws_closed"
+            res.error = f"{type(exc).__name__}: {exc}"[:200]
+            await self.close()
+        res.end = time.perf_counter()
+        return res
+
+    async def close(self) -> None:
+        if self.ws is not None:
+            with contextlib.suppress(Exception):
+                await self.ws.close()
+        self.ws = None
+
+
+def classify(res: Res) -> str | None:
+    if res.kind is not None:
+        return res.kind
+    if res.error is not None:
+        return "timeout" if res.error == "timeout" else "connect" if res.status == 0 else "truncated"
+    if res.status != 200:
+        res.error = f"HTTP {res.status}: {res.body[:200]!r}"
+        return f"http_{res.status}"
+    if res.done is None:
+        return "no_done"
+    return None if "".join(res.parts).strip() else "empty_reply"
