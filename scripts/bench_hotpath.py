@@ -7,7 +7,9 @@
 * making a turn durable: one single-row LanceDB ``add`` into a ``turns`` table (what a per-turn append
   costs) versus one journal line (``app.chat.turnjournal``);
 * retrieval for a new user: the MiniLM query embedding (what searching an empty namespace would cost at
-  least) versus the ``TenantPresence`` check that skips it.
+  least) versus the ``TenantPresence`` check that skips it;
+* the dense leg in a namespace of ``--dense-rows`` memories (random 384-d vectors): LanceDB's flat
+  prefiltered search versus the in-memory ``VectorCache`` (both through ``MemoryStore.search``).
 
 Arms alternate in rounds; the median round is reported. CPU = this process's user+system time
 (``resource.getrusage``), so other load on the machine inflates it less than wall time.
@@ -135,6 +137,54 @@ async def retrieval_arms(n: int, rounds: int) -> dict[str, float]:
         await embedder.aclose()
 
 
+class RandomEmbedder:
+    """384-d random unit vectors: the dense leg's cost does not depend on what they mean."""
+
+    name, dim = "bench:random", 384
+
+    def __init__(self) -> None:
+        import numpy as np
+
+        self._rng = np.random.default_rng(0)
+
+    async def embed(self, texts: list[str]):
+        import numpy as np
+
+        v = self._rng.standard_normal((len(texts), self.dim)).astype(np.float32)
+        return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+    async def aclose(self) -> None:
+        pass
+
+
+async def dense_arms(rows: int, n: int, rounds: int) -> dict[str, float]:
+    from app.memory.models import NewMemory
+    from app.memory.search import SearchConfig
+    from app.memory.store import MemoryStore
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cached = await MemoryStore.open(tmp, RandomEmbedder())
+        for i in range(0, rows, 2000):
+            await cached.add("org", "big", [NewMemory(content=f"memory number {j} about things")
+                                            for j in range(i, min(rows, i + 2000))])
+        await cached.maintain()
+        plain = await MemoryStore.open(tmp, RandomEmbedder())
+        plain.vectors.max_bytes = 0
+        dense = SearchConfig(mode="dense")
+
+        def search(store: MemoryStore) -> Callable[[int], Awaitable[None]]:
+            async def op(i: int) -> None:
+                await store.search("org", "big", f"query {i}", limit=8, config=dense)
+            return op
+
+        try:
+            return await measure({"LanceDB flat search": search(plain), "in-memory vectors (VectorCache)":
+                                  search(cached)}, n, rounds)
+        finally:
+            await cached.close()
+            await plain.close()
+
+
 async def main_async(args: argparse.Namespace) -> None:
     rows: list[tuple[str, str, float]] = []
     with FakeUpstream("--no-record") as fake:
@@ -145,6 +195,9 @@ async def main_async(args: argparse.Namespace) -> None:
         rows.append(("make a turn durable", name, ms))
     for name, ms in (await retrieval_arms(max(10, args.n // 5), args.rounds)).items():
         rows.append(("retrieval for an empty namespace", name, ms))
+    for name, ms in (await dense_arms(args.dense_rows, max(10, args.n // 5), args.rounds)).items():
+        rows.append((f"dense leg, {args.dense_rows} memories in the namespace (incl. a random query vector)",
+                     name, ms))
     print("| step | how | CPU ms per call (median of rounds) |\n| --- | --- | --- |")
     for step, how, ms in rows:
         print(f"| {step} | {how} | {ms:.3f} |")
@@ -154,6 +207,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=100, help="calls per arm per round")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--dense-rows", type=int, default=10_000)
     asyncio.run(main_async(parser.parse_args()))
 
 
