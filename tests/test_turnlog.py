@@ -120,6 +120,45 @@ async def test_a_live_process_segment_is_left_alone(db, tmp_path: Path) -> None:
     assert len(await table_rows(db)) == 1
 
 
+async def test_other_workers_read_journaled_turns_before_the_flush(db, tmp_path: Path) -> None:
+    journal = tmp_path / "journal"
+    writer = await TurnLog.open(db, journal, flush_interval=3600)
+    reader = await TurnLog.open(db, journal, flush_interval=3600)   # a second worker on the same host
+    async with anyio.create_task_group() as group:
+        await group.start(writer.run_writer)
+        await group.start(reader.run_writer)
+        turn = record(chat_id="shared", transcript="t-shared")
+        await writer.append(turn)
+        assert [t.turn_id for t in await reader.chat_turns("org1", "ns", "shared")] == [turn.turn_id]
+        found = await reader.find_by_transcript("org1", "ns", "t-shared")
+        assert found is not None and found.turn_id == turn.turn_id
+        assert await reader.chat_turns("org2", "ns", "shared") == []       # still scoped by tenant
+        await writer.flush()                                               # now from the table, once
+        assert [t.turn_id for t in await reader.chat_turns("org1", "ns", "shared")] == [turn.turn_id]
+        group.cancel_scope.cancel()
+
+
+async def test_a_failing_flush_keeps_its_rows_and_opens_no_new_segments(db, tmp_path: Path) -> None:
+    journal = tmp_path / "journal"
+    turnlog = await TurnLog.open(db, journal, flush_interval=3600)
+    async with anyio.create_task_group() as group:
+        await group.start(turnlog.run_writer)
+        await turnlog.append(record())
+
+        async def broken(rows: object) -> None:
+            raise OSError("object store unavailable")
+
+        working, turnlog._write_table = turnlog._write_table, broken  # noqa: SLF001
+        for _ in range(5):
+            with pytest.raises(OSError):
+                await turnlog.flush()
+        assert len(list(journal.glob("*.wal"))) == 2                      # the full one + the current one
+        turnlog._write_table = working  # noqa: SLF001
+        assert await turnlog.flush() == 1
+        assert len(await table_rows(db)) == 1
+        group.cancel_scope.cancel()
+
+
 async def test_forgetting_a_tenant_cannot_be_undone_by_a_replay(db, tmp_path: Path) -> None:
     journal = tmp_path / "journal"
     turnlog = await TurnLog.open(db, journal, flush_interval=3600)

@@ -16,7 +16,8 @@ from tests.test_store import HashEmbedder
 
 
 def rows(vectors: np.ndarray, names: list[str]) -> pa.Table:
-    return pa.table({"vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel(), pa.float32()),
+    return pa.table({"id": names,
+                     "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel(), pa.float32()),
                                                                   vectors.shape[1]),
                      "payload": names})
 
@@ -67,7 +68,7 @@ async def test_reload_after_ttl_and_after_invalidate_but_appends_apply_at_once()
     await cache.search("o", "n", query, 2)
     await cache.search("o", "n", query, 2)
     assert loader.calls == 1
-    cache.appended("o", "n", query.reshape(1, -1) * 2, ["new"])           # this process wrote a memory
+    cache.appended("o", "n", ["new"], query.reshape(1, -1) * 2, ["new"])    # this process wrote a memory
     assert (await cache.search("o", "n", query, 1))[0][0]["payload"] == "new"
     assert loader.calls == 1
     cache.invalidate("o", "n")
@@ -78,6 +79,16 @@ async def test_reload_after_ttl_and_after_invalidate_but_appends_apply_at_once()
     assert loader.calls == 3
     await cache.search("o", "other", query, 1)                             # namespaces are separate
     assert loader.calls == 4
+
+
+async def test_rows_a_load_already_saw_are_not_appended_twice() -> None:
+    rng = np.random.default_rng(5)
+    vectors = unit(rng, 3)
+    cache = VectorCache(Loader(rows(vectors, ["a", "b", "c"])))
+    await cache.search("o", "n", vectors[0], 3)
+    cache.appended("o", "n", ["c", "d"], np.stack([vectors[2], unit(rng, 1)[0]]), ["c", "d"])
+    hits = await cache.search("o", "n", vectors[2], 10)
+    assert sorted(h[0]["payload"] for h in hits) == ["a", "b", "c", "d"]
 
 
 async def test_a_load_racing_a_write_is_not_kept() -> None:
@@ -93,7 +104,7 @@ async def test_a_load_racing_a_write_is_not_kept() -> None:
     async with anyio.create_task_group() as group:
         group.start_soon(search)
         await anyio.wait_all_tasks_blocked()
-        cache.appended("o", "n", unit(rng, 1), ["written during the load"])
+        cache.appended("o", "n", ["w"], unit(rng, 1), ["written during the load"])
         loader.gate.set()
     assert results == [None]                     # the caller falls back to LanceDB ...
     loader.gate = None
@@ -112,8 +123,10 @@ async def test_memory_is_bounded() -> None:
     await cache.search("o", "a", unit(rng, 1, 64)[0], 1)                    # "a" was evicted first
     assert loader.calls == 4
     tiny = VectorCache(loader, max_bytes=1000)
+    calls = loader.calls
     assert await tiny.search("o", "a", unit(rng, 1, 64)[0], 1) is None     # bigger than the budget
-    assert tiny.nbytes == 0
+    assert await tiny.search("o", "a", unit(rng, 1, 64)[0], 1) is None
+    assert tiny.nbytes == 0 and loader.calls == calls + 1                   # ... and not read again
     off = VectorCache(loader, max_bytes=0)
     assert await off.search("o", "a", unit(rng, 1, 64)[0], 1) is None
 

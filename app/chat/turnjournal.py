@@ -37,10 +37,15 @@ class Segment:
 
     def __init__(self, path: Path, *, create: bool = True) -> None:
         self.path = path
+        # A new segment is created and locked under a name recovery does not look at, then renamed: a
+        # starting process can never take (and remove) a segment that is being born.
+        opened = path.with_suffix(".new") if create else path
         flags = os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC | (os.O_CREAT | os.O_EXCL if create else 0)
-        self.fd = os.open(path, flags, 0o600)
+        self.fd = os.open(opened, flags, 0o600)
         try:
             fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if create:
+                os.rename(opened, path)
         except BaseException:
             os.close(self.fd)
             raise
@@ -61,8 +66,8 @@ class Segment:
             self.fd = -1
 
     def remove(self) -> None:
+        self.path.unlink(missing_ok=True)  # while still locked: nobody can take it in between
         self.close()
-        self.path.unlink(missing_ok=True)
 
 
 class Journal:
@@ -71,14 +76,14 @@ class Journal:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         directory.mkdir(parents=True, exist_ok=True)
-        self._prefix = f"turns-{os.getpid()}-{uuid.uuid4().hex[:8]}-"
+        self.prefix = f"turns-{os.getpid()}-{uuid.uuid4().hex[:8]}-"
         self._counter = 0
         self._encoder = msgspec.json.Encoder()
         self.current = self._open_next()
 
     def _open_next(self) -> Segment:
         self._counter += 1
-        return Segment(self.directory / f"{self._prefix}{self._counter:06d}{SUFFIX}")
+        return Segment(self.directory / f"{self.prefix}{self._counter:06d}{SUFFIX}")
 
     def encode(self, records: Iterable[TurnRecord]) -> bytes:
         return b"".join(self._encoder.encode(r) + b"\n" for r in records)
@@ -108,25 +113,42 @@ def orphan_segments(directory: Path) -> Iterator[Segment]:
     """Segments no live process holds, each opened and locked by us (oldest first)."""
     if not directory.is_dir():
         return
-    for path in sorted(directory.glob(f"turns-*{SUFFIX}"), key=lambda p: (p.stat().st_mtime, p.name)):
+    for path in sorted(directory.glob(f"turns-*{SUFFIX}")):
         try:
             segment = Segment(path, create=False)
         except BlockingIOError:
             continue  # a running process is writing it
         except FileNotFoundError:
             continue  # another process recovered and removed it meanwhile
+        if not segment.path.exists():  # removed between our open and our lock
+            segment.close()
+            continue
         yield segment
 
 
-def read_segment(path: Path, record_type: type[TurnRecord]) -> list[TurnRecord]:
+def live_segments(directory: Path, own_prefix: str) -> Iterator[Path]:
+    """Segments of other processes (alive or not yet recovered), for readers that must see every
+    answered turn on this host, not only this process's."""
+    for path in directory.glob(f"turns-*{SUFFIX}"):
+        if not path.name.startswith(own_prefix):
+            yield path
+
+
+def read_segment(path: Path, record_type: type[TurnRecord], *, quiet: bool = False) -> list[TurnRecord]:
     """Every complete record of a segment; a torn or corrupt line is logged and skipped."""
     decoder = msgspec.json.Decoder(record_type)
     records: list[TurnRecord] = []
-    for number, line in enumerate(path.read_bytes().split(b"\n"), start=1):
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:  # flushed and removed meanwhile: its rows are in the table
+        return records
+    for number, line in enumerate(data.split(b"\n"), start=1):
         if not line.strip():
             continue
         try:
             records.append(decoder.decode(line))
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            if quiet:
+                continue
             log.warning("turn journal %s line %d skipped (%s): an unacknowledged, torn write", path.name, number, exc)
     return records

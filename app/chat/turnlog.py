@@ -7,7 +7,8 @@ app's task group drains the queue and makes everything queued durable in one go 
 * with a journal (default, ``MEMCHAT_TURNLOG_JOURNAL=true``): one ``write`` (+ one ``fsync``) to a local
   write-ahead segment (`app.chat.turnjournal`); a flusher moves the rows to the table in batches every
   ``flush_interval`` seconds (or ``flush_rows`` rows). Until then readers of this process see them from
-  memory; other processes see them after the flush (<= ``flush_interval``). A crash leaves the segment,
+  memory and other workers on the same host from the segment files; processes on *other* hosts (replicas
+  sharing an object store) see them after the flush (<= ``flush_interval``). A crash leaves the segment,
   which the next start replays into the table (idempotent on ``turn_id``).
 * without (for replicas without a durable local disk): one LanceDB ``add`` per group.
 
@@ -31,7 +32,7 @@ import msgspec
 import pyarrow as pa
 from anyio.abc import TaskStatus
 
-from app.chat.turnjournal import Journal, Segment, orphan_segments, read_segment
+from app.chat.turnjournal import Journal, Segment, live_segments, orphan_segments, read_segment
 from app.memory import filters as F
 from app.memory.models import as_utc
 from app.memory.schema import retry
@@ -263,7 +264,8 @@ class TurnLog:
                 return 0
             async with self._journal_lock:  # no write is between its write() and its fsync now
                 rows = list(self._unflushed.values())
-                self._full_segments.append(self._journal.rotate())
+                if self._journal.current.rows:  # a retry after a failed flush needs no new segment
+                    self._full_segments.append(self._journal.rotate())
             with anyio.CancelScope(shield=True):
                 await self._write_table(rows)
                 for row in rows:
@@ -295,14 +297,28 @@ class TurnLog:
         return recovered
 
     # -- reading -------------------------------------------------------------------------------------
+    def _journaled_elsewhere(self, keep: Callable[[TurnRecord], bool]) -> list[TurnRecord]:
+        """Unflushed rows of the other workers on this host (their journal segments), matching ``keep``.
+        Read *before* the table: a segment disappears only after its rows are in the table."""
+        if self.journal_dir is None or not self.journal_dir.is_dir():
+            return []
+        own = self._journal.prefix if self._journal is not None else "\0"
+        return [r for path in live_segments(self.journal_dir, own)
+                for r in read_segment(path, TurnRecord, quiet=True) if keep(r)]
+
     async def _query(self, where: str, keep: Callable[[TurnRecord], bool]) -> list[TurnRecord]:
-        """Rows matching ``where`` in the table plus this process's unflushed rows matching ``keep``."""
-        pending = [r for r in self._unflushed.values() if keep(r)] if self._unflushed else []
+        """Rows matching ``where`` in the table, plus the journaled, not yet flushed rows matching ``keep``
+        (this process's from memory, other workers' from their segments)."""
+        pending = self._journaled_elsewhere(keep)
+        pending += [r for r in self._unflushed.values() if keep(r)] if self._unflushed else []
         table = await self._table.query().where(where).to_arrow()  # type: ignore[attr-defined]
         rows = [_from_row(row) for row in table.to_pylist()]
         if pending:
-            stored = {r.turn_id for r in rows}
-            rows.extend(r for r in pending if r.turn_id not in stored)
+            seen = {r.turn_id for r in rows}
+            for r in pending:
+                if r.turn_id not in seen:
+                    seen.add(r.turn_id)
+                    rows.append(r)
         return rows
 
     async def chat_turns(self, org_id: str, namespace: str, chat_id: str) -> list[TurnRecord]:

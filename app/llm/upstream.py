@@ -30,8 +30,9 @@ _encode = msgspec.json.Encoder().encode
 def _mapped_status(status: int, message: str, body: Any) -> UpstreamError:
     if isinstance(body, dict) and isinstance(body.get("message"), str):
         message = body["message"]
-    if status >= 500:
-        # The upstream broke: 502 to our client, with the upstream's words for context.
+    if status >= 500 or status < 400:
+        # The upstream broke (or redirected, which an API client does not follow): 502 to our client,
+        # with the upstream's words for context.
         return UpstreamError(f"upstream error ({status}): {message}", status_code=502, body=body)
     return UpstreamError(message, status_code=status, body=body)
 
@@ -137,7 +138,7 @@ class UpstreamClient:
             response = await self._http.send(request, stream=stream)
         except (httpx2.HTTPError, httpx2.StreamError, OSError) as exc:
             raise translate_error(exc) from exc
-        if response.status_code >= 400:
+        if not response.is_success:  # a redirect is an error too: the SDK would not follow it either
             try:
                 raw = await response.aread()
             except (httpx2.HTTPError, httpx2.StreamError, OSError):

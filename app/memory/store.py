@@ -230,14 +230,16 @@ class MemoryStore:
         if not explicit:
             await retry(lambda: self._table.add(data), what="add")
             if vectors is not None:
-                self.vectors.appended(org_id, namespace, vectors, data.column("payload").to_pylist())
+                self.vectors.appended(org_id, namespace, [m.id for m in memories], vectors,
+                                     data.column("payload").to_pylist())
             return memories
         res = await retry(
             lambda: self._table.merge_insert("pk").when_not_matched_insert_all().execute(data),
             what="add(merge_insert)",
         )
         if vectors is not None and res.num_inserted_rows == len(memories):
-            self.vectors.appended(org_id, namespace, vectors, data.column("payload").to_pylist())
+            self.vectors.appended(org_id, namespace, [m.id for m in memories], vectors,
+                                     data.column("payload").to_pylist())
         else:  # some ids existed already: reload rather than guess which rows are new
             self.vectors.invalidate(org_id, namespace)
         # Lance detects concurrent inserts of the same primary key and retries the loser,
@@ -332,6 +334,7 @@ class MemoryStore:
                 lambda cond=cond, data=data: self._table.merge_insert("pk").when_matched_update_all(where=cond).execute(data),
                 what="rewrite",
             )
+            self.vectors.invalidate(org_id, namespace)  # again: a search during the write may have cached the old row
             if res.num_updated_rows > 0:
                 return new
             await asyncio.sleep(random.random() * 0.02)
@@ -345,7 +348,7 @@ class MemoryStore:
 
     async def _load_tenant_vectors(self, org_id: str, namespace: str) -> pa.Table:
         return await self._table.query().where(F.tenant_filter(org_id, namespace)).select(
-            ["vector", "payload"]).to_arrow()
+            ["id", "vector", "payload"]).to_arrow()
 
     async def _count_tenant(self, org_id: str, namespace: str) -> int:
         return int(await self._table.count_rows(F.tenant_filter(org_id, namespace)))

@@ -44,17 +44,19 @@ def normalised(vectors: np.ndarray) -> np.ndarray:
 
 
 class _Entry:
-    __slots__ = ("matrix", "payloads", "loaded_at", "nbytes")
+    __slots__ = ("matrix", "ids", "payloads", "loaded_at", "nbytes")
 
-    def __init__(self, matrix: np.ndarray, payloads: list[str], loaded_at: float) -> None:
+    def __init__(self, matrix: np.ndarray, ids: list[str], payloads: list[str], loaded_at: float) -> None:
         self.matrix = matrix
+        self.ids = ids
         self.payloads = payloads
         self.loaded_at = loaded_at
-        self.nbytes = matrix.nbytes + sum(len(p) + _PAYLOAD_BYTES_GUESS for p in payloads)
+        self.nbytes = matrix.nbytes + sum(len(p) + len(i) + 2 * _PAYLOAD_BYTES_GUESS for i, p in zip(ids, payloads))
 
 
 class VectorCache:
-    """``load(org, namespace)`` returns the namespace's rows as Arrow with columns ``vector``, ``payload``."""
+    """``load(org, namespace)`` returns the namespace's rows as Arrow with columns ``id``, ``vector``,
+    ``payload``."""
 
     def __init__(self, load: Callable[[str, str], Awaitable[pa.Table]], *, ttl: float = DEFAULT_TTL,
                  max_bytes: int = DEFAULT_MAX_BYTES, clock: Callable[[], float] = time.monotonic) -> None:
@@ -64,6 +66,7 @@ class VectorCache:
         self._clock = clock
         self._entries: OrderedDict[Tenant, _Entry] = OrderedDict()
         self._loading: dict[Tenant, list[list[bool]]] = {}   # per load in flight: [written meanwhile]
+        self._too_big: OrderedDict[Tenant, float] = OrderedDict()  # over the budget when last loaded
         self._bytes = 0
         self.loads = 0
 
@@ -81,6 +84,9 @@ class VectorCache:
         if entry is not None and self._clock() - entry.loaded_at < self.ttl:
             self._entries.move_to_end(key)
             return entry
+        too_big_at = self._too_big.get(key)
+        if too_big_at is not None and self._clock() - too_big_at < self.ttl:
+            return None  # do not read a namespace that cannot be kept again on every search
         loaded_at = self._clock()
         self.loads += 1
         written = [False]
@@ -99,14 +105,20 @@ class VectorCache:
         else:
             flat = table.column("vector").combine_chunks().flatten().to_numpy(zero_copy_only=False)
             matrix = normalised(flat.reshape(table.num_rows, -1))
-        fresh = _Entry(matrix, table.column("payload").to_pylist() if table.num_rows else [], loaded_at)
+        rows = table.num_rows
+        fresh = _Entry(matrix, table.column("id").to_pylist() if rows else [],
+                       table.column("payload").to_pylist() if rows else [], loaded_at)
         self._store(key, fresh)
         return fresh if fresh.nbytes <= self.max_bytes else None
 
     def _store(self, key: Tenant, entry: _Entry) -> None:
         self._drop(key)
         if entry.nbytes > self.max_bytes:
+            self._too_big[key] = entry.loaded_at
+            while len(self._too_big) > 10_000:
+                self._too_big.popitem(last=False)
             return
+        self._too_big.pop(key, None)
         self._entries[key] = entry
         self._bytes += entry.nbytes
         while self._bytes > self.max_bytes:
@@ -143,16 +155,23 @@ class VectorCache:
         for written in self._loading.get(key, ()):
             written[0] = True
 
-    def appended(self, org_id: str, namespace: str, vectors: np.ndarray, payloads: Sequence[str]) -> None:
-        """New rows this process wrote: added to the cached namespace (nothing to do if not cached)."""
+    def appended(self, org_id: str, namespace: str, ids: Sequence[str], vectors: np.ndarray,
+                 payloads: Sequence[str]) -> None:
+        """New rows this process wrote: added to the cached namespace (nothing to do if not cached).
+        Rows a load already picked up (it read the table after the write landed) are not added twice."""
         key = (org_id, namespace)
         self._written(key)
         entry = self._entries.get(key)
         if entry is None or not len(payloads):
             return
-        rows = normalised(np.asarray(vectors, dtype=np.float32).reshape(len(payloads), -1))
+        known = set(entry.ids)
+        fresh = [i for i, row_id in enumerate(ids) if row_id not in known]
+        if not fresh:
+            return
+        rows = normalised(np.asarray(vectors, dtype=np.float32).reshape(len(payloads), -1)[fresh])
         matrix = rows if entry.matrix.size == 0 else np.concatenate([entry.matrix, rows])
-        self._store(key, _Entry(matrix, [*entry.payloads, *payloads], entry.loaded_at))
+        self._store(key, _Entry(matrix, [*entry.ids, *(ids[i] for i in fresh)],
+                                [*entry.payloads, *(payloads[i] for i in fresh)], entry.loaded_at))
 
     def clear(self) -> None:
         for key in list(self._entries):
