@@ -38,6 +38,8 @@ from app.memory.versions import VersionLog
 
 log = logging.getLogger("memchat")
 
+FORGET_GRACE = 0.5  # seconds after one journal flush interval before a forget's second pass
+
 
 def _embedder(settings: Settings, backend: ChatBackend) -> Embedder:
     kind = settings.memory.embedder
@@ -159,6 +161,36 @@ class Services:
             except Exception:
                 log.exception("index maintenance failed; will retry")
             await anyio.sleep(interval)
+
+    async def forget_tenant(self, org_id: str, namespace: str) -> dict[str, int]:
+        """Forget a user: every memory, earlier version and conversation of the namespace. Runs again in
+        the background one journal flush later (see `_forget_again`). Returns the first pass's counts."""
+        counts = await self._forget_once(org_id, namespace)
+        if self.task_group is not None and self.settings.turnlog.journal:
+            self.task_group.start_soon(self._forget_again, org_id, namespace)
+        return counts
+
+    async def _forget_once(self, org_id: str, namespace: str) -> dict[str, int]:
+        # Conversations first, so an idle commit cannot rebuild memories from them meanwhile.
+        turns = await self.turnlog.delete_tenant(org_id, namespace)
+        commits = await self.commits.delete_tenant(org_id, namespace)
+        memories = await self.store.delete_namespace(org_id, namespace)
+        versions = await self.versions.delete_tenant(org_id, namespace)
+        await self.entity_marks.delete_tenant(org_id, namespace)
+        return {"memories": memories, "versions": versions, "turns": turns, "commits": commits}
+
+    async def _forget_again(self, org_id: str, namespace: str) -> None:
+        """A turn another worker journaled just before the forget reaches the table with that worker's next
+        flush (and an idle commit may have turned it into memories): one flush interval later, everything
+        of the namespace is deleted once more. (A conversation started in that interval goes too.)"""
+        await anyio.sleep(self.settings.turnlog.flush_interval + FORGET_GRACE)
+        try:
+            counts = await self._forget_once(org_id, namespace)
+        except Exception:
+            log.exception("second pass of forgetting a namespace failed; run the forget again")
+            return
+        if any(counts.values()):
+            log.info("forget, second pass: removed %s", counts)
 
     async def readiness(self) -> dict[str, Any]:
         checks: dict[str, Any] = {"upstream": await self.backend.ping()}

@@ -382,6 +382,28 @@ def test_forget_namespace_deletes_memories_and_conversations(server: MemchatServ
                       headers=H1).status_code == 200
 
 
+def test_forget_runs_again_after_one_journal_flush(server: MemchatServer, clean_fake: FakeUpstream,
+                                                  namespace: str) -> None:
+    """A turn another worker journaled just before the forget reaches the table with that worker's next
+    flush, after the forget's delete: the second pass, one flush interval later, removes it."""
+    from datetime import UTC, datetime
+
+    from app.chat.turnlog import TurnRecord, _to_arrow
+
+    create(server, "I was born in Oslo", namespace)
+    resp = httpx2.delete(url(server), params={"namespace": namespace, "confirm": "true"}, headers=H1)
+    assert resp.status_code == 200, resp.text
+    late = TurnRecord(turn_id=str(uuid.uuid4()), chat_id="other-worker", org_id="org1", namespace=namespace, seq=1,
+                      user="my PIN is 1234", assistant="noted", status="complete", model="fake-gpt", surface="openai",
+                      commit_after=3600, prefix_hash="p", transcript_hash="t", created_at=datetime.now(UTC))
+    lancedb.connect(str(server.data_dir / "lancedb")).open_table("turns").add(_to_arrow([late]))
+    assert tenant_rows(server, "turns", "org1", namespace) == 1
+    deadline = time.monotonic() + 15
+    while tenant_rows(server, "turns", "org1", namespace) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert tenant_rows(server, "turns", "org1", namespace) == 0
+
+
 # ---------------------------------------------------------------- auth and namespaces on every route
 
 

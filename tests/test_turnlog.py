@@ -145,17 +145,26 @@ async def test_a_failing_flush_keeps_its_rows_and_opens_no_new_segments(db, tmp_
         await group.start(turnlog.run_writer)
         await turnlog.append(record())
 
-        async def broken(rows: object) -> None:
+        working = turnlog._write_table  # noqa: SLF001
+
+        async def landed_then_failed(rows: object) -> None:   # the commit landed, the answer got lost
+            await working(rows)
+            raise OSError("object store timed out")
+
+        async def unavailable(rows: object) -> None:
             raise OSError("object store unavailable")
 
-        working, turnlog._write_table = turnlog._write_table, broken  # noqa: SLF001
-        for _ in range(5):
+        turnlog._write_table = landed_then_failed  # noqa: SLF001
+        with pytest.raises(OSError):
+            await turnlog.flush()
+        turnlog._merge_table = unavailable  # noqa: SLF001
+        for _ in range(4):
             with pytest.raises(OSError):
                 await turnlog.flush()
         assert len(list(journal.glob("*.wal"))) == 2                      # the full one + the current one
-        turnlog._write_table = working  # noqa: SLF001
+        del turnlog._write_table, turnlog._merge_table                      # working again
         assert await turnlog.flush() == 1
-        assert len(await table_rows(db)) == 1
+        assert len(await table_rows(db)) == 1                              # merged: no duplicate row
         group.cancel_scope.cancel()
 
 

@@ -32,7 +32,6 @@ from app.memory import transfer
 from app.memory.entities import backfill_page, clean_entities
 from app.memory.models import NewMemory
 from app.memory.serialize import memory_json
-from app.memory.versions import delete_tenant_rows
 from app.services import Services
 
 MAX_CONTENT_CHARS = M.MAX_CONTENT_CHARS
@@ -298,20 +297,8 @@ async def forget_namespace(
     if not confirm:
         raise InvalidRequest("confirm=true is required: this deletes every memory and conversation of the namespace",
                              loc=("query", "confirm"), code="missing")
-    # Conversations first, so an idle commit cannot rebuild memories from them meanwhile.
-    turns = await _delete_tenant(services.turnlog, org, ns, "turns")
-    commits = await _delete_tenant(services.commits, org, ns, "commits")
-    memories = await services.store.delete_namespace(org, ns)
-    versions = await services.versions.delete_tenant(org, ns)
-    await services.entity_marks.delete_tenant(org, ns)
-    return {"namespace": ns, "memories": memories, "versions": versions, "turns": turns, "commits": commits}
-
-
-async def _delete_tenant(log_object: Any, org_id: str, namespace: str, what: str) -> int:
-    method = getattr(log_object, "delete_tenant", None)
-    if method is not None:  # once TurnLog / CommitLog have it
-        return int(await method(org_id, namespace))
-    return await delete_tenant_rows(log_object._table, org_id, namespace, what=what)  # noqa: SLF001
+    counts = await services.forget_tenant(org, ns)
+    return {"namespace": ns, **counts}
 
 
 @get("/export", operation_class=_operation(), responses=M.responses(M.EXPORT_SPEC, 401, 422),

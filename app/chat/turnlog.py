@@ -151,6 +151,7 @@ class TurnLog:
         self.rows_written = 0
         self.flushes = 0
         self.rows_recovered = 0
+        self._flush_failed = False
 
     @classmethod
     async def open(cls, db: object, journal_dir: Path | None = None, **options: object) -> TurnLog:
@@ -184,6 +185,12 @@ class TurnLog:
     async def _write_table(self, rows: Sequence[TurnRecord]) -> None:
         data = _to_arrow(rows)
         await retry(lambda: self._table.add(data), what="turns.add")  # type: ignore[attr-defined]
+
+    async def _merge_table(self, rows: Sequence[TurnRecord]) -> None:
+        """Insert the rows whose ``turn_id`` is not in the table yet (replays, retried flushes)."""
+        data = _to_arrow(rows)
+        await retry(lambda: self._table.merge_insert("turn_id")  # type: ignore[attr-defined]
+                    .when_not_matched_insert_all().execute(data), what="turns.merge")
 
     def _journal_write(self, rows: Sequence[TurnRecord]) -> Segment:
         """Synchronous part of a journal write (no await: the flusher's rotation cannot interleave)."""
@@ -267,7 +274,14 @@ class TurnLog:
                 if self._journal.current.rows:  # a retry after a failed flush needs no new segment
                     self._full_segments.append(self._journal.rotate())
             with anyio.CancelScope(shield=True):
-                await self._write_table(rows)
+                try:
+                    # After a failed flush the rows may have landed anyway (an error after the commit):
+                    # write them idempotently then, as a replay does.
+                    await (self._merge_table(rows) if self._flush_failed else self._write_table(rows))
+                except BaseException:
+                    self._flush_failed = True
+                    raise
+                self._flush_failed = False
                 for row in rows:
                     self._unflushed.pop(row.turn_id, None)
                 segments, self._full_segments = self._full_segments, []
@@ -284,9 +298,7 @@ class TurnLog:
             try:
                 rows = read_segment(segment.path, TurnRecord)
                 if rows:
-                    data = _to_arrow(rows)
-                    await retry(lambda d=data: self._table.merge_insert("turn_id")  # type: ignore[attr-defined]
-                                .when_not_matched_insert_all().execute(d), what="turns.replay")
+                    await self._merge_table(rows)
                 segment.remove()
             finally:
                 segment.close()

@@ -19,7 +19,9 @@ import pyarrow as pa
 
 from app.memory import filters as F
 from app.memory.models import as_utc
-from app.memory.store import PK_META, _retry
+from app.memory.schema import PK_META
+from app.memory.schema import retry as _retry
+from app.memory.versions import delete_tenant_rows
 
 log = logging.getLogger("memchat.commits")
 
@@ -154,6 +156,10 @@ class CommitLog:
         now = datetime.now(UTC)
         updated = msgspec.structs.replace(row, state="done", memory_ids=memory_ids, updated_at=now)
         return await self._update_owned(updated)
+
+    async def delete_tenant(self, org_id: str, namespace: str) -> int:
+        """Forget a tenant's commit records (forget-user)."""
+        return await delete_tenant_rows(self._table, org_id, namespace, what="commits")
 
     async def maintain(self) -> None:
         from lancedb.index import BTree

@@ -5,7 +5,7 @@ understands (``s3://bucket/prefix``, ``gs://``, ``az://``), with ``storage_optio
 through untouched. Nothing here touches the file system directly, and nothing assumes it is
 the only process: several memchat replicas may open the same store. Lance commits are
 optimistic; appends never conflict, and the other writes (merge-insert, update, delete,
-index builds, optimize) are retried here on a commit conflict (`_retry`). Readers see other
+index builds, optimize) are retried here on a commit conflict (`retry`). Readers see other
 processes' commits after ``read_consistency_interval``: "auto" = on every read for a local
 directory, within `REMOTE_READ_CONSISTENCY` (1 s) for an object store, where every check is
 a round trip. A process always sees its own writes at once.
@@ -68,10 +68,6 @@ __all__ = [
     "retry",
     "search_text",
 ]
-
-# Old private names other modules import (app.chat.turnlog, app.memory.commitlog); new code
-# should import `retry` / `PK_META` from app.memory.schema.
-_retry = retry
 
 # A vector (ANN) index is only built once the table has this many rows. Below it -- and,
 # with per-tenant prefilters, usually above it too -- a flat search over the tenant's rows
