@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 
@@ -154,6 +155,28 @@ def test_metrics(server: MemchatServer) -> None:
     for name in ("memchat_conversations_pending", 'memchat_commits_total{outcome="done"}',
                  "memchat_commit_seconds_count", "memchat_turnlog_rows_written_total"):
         assert name in text
+
+
+def metric(server: MemchatServer, name: str) -> float:
+    text = httpx2.get(f"{server.url}/metrics").text
+    return float(re.search(rf"^{name} (\S+)$", text, re.M).group(1))
+
+
+def test_commits_in_progress_gauge(tmp_path: Path, clean_fake: FakeUpstream, namespace: str) -> None:
+    """A commit stuck in its extraction call shows as in progress (the pending gauge already reads 0)."""
+    clean_fake.add_rule(match="memchat-extract", fault={"stall": 4}, times=1)
+    with crash_server(tmp_path / "data", clean_fake) as srv:   # its own server: no other test's commits
+        chat(srv, [{"role": "user", "content": "I collect vintage typewriters."}], namespace, commit_after=0)
+        clean_fake.wait_for(lambda: any("memchat-extract" in json.dumps(r["body"] or {})
+                                        for r in clean_fake.requests()), timeout=20)
+        assert metric(srv, "memchat_conversations_pending") == 0
+        assert metric(srv, "memchat_commits_in_progress") == 1
+        assert metric(srv, "memchat_commits_running") == 1
+        wait_for_memories(srv, namespace, timeout=30)
+        deadline = time.monotonic() + 20
+        while metric(srv, "memchat_commits_in_progress") and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert metric(srv, "memchat_commits_in_progress") == 0
 
 
 # -- crash safety ---------------------------------------------------------------------------------------

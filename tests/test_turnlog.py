@@ -91,6 +91,29 @@ def crashed_segment(directory: Path, records: list[TurnRecord], torn_tail: bytes
     return segment.path
 
 
+async def test_a_write_cut_short_is_taken_back(db, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+    import os
+
+    journal = Journal(tmp_path / "journal")
+    first, torn, third = record(seq=1), record(seq=2), record(seq=3)
+    journal.write([first])
+    real_write = os.write
+
+    def disk_full(fd: int, data: bytes) -> int:
+        real_write(fd, bytes(data[:10]))          # part of the line reaches the file, then the disk is full
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "write", disk_full)
+    with pytest.raises(OSError):
+        journal.write([torn])
+    monkeypatch.setattr(os, "write", real_write)
+    journal.write([third])
+    path = journal.current.path
+    journal.close()
+    assert [r.turn_id for r in read_segment(path, TurnRecord)] == [first.turn_id, third.turn_id]
+
+
 async def test_restart_replays_a_dead_process_segment_exactly_once(db, tmp_path: Path) -> None:
     journal = tmp_path / "journal"
     rows = [record(seq=1), record(seq=2)]

@@ -52,10 +52,20 @@ class Segment:
         self.rows = 0
 
     def write(self, data: bytes) -> None:
+        """Append ``data`` whole, or not at all: a write cut short (disk full) is truncated away, so the
+        next line never starts in the middle of a torn one."""
+        start = os.lseek(self.fd, 0, os.SEEK_END)
         view = memoryview(data)
-        while view:
-            written = os.write(self.fd, view)
-            view = view[written:]
+        try:
+            while view:
+                written = os.write(self.fd, view)
+                view = view[written:]
+        except OSError:
+            try:
+                os.ftruncate(self.fd, start)
+            except OSError as exc:
+                log.error("turn journal %s: could not cut a torn write back (%s)", self.path.name, exc)
+            raise
 
     def sync(self) -> None:
         os.fsync(self.fd)

@@ -51,6 +51,17 @@ class CommitScheduler:
     def pending(self) -> int:
         return len(self._due)
 
+    @property
+    def committing(self) -> int:
+        """Conversations whose commit is due and started: running, or waiting for one of the
+        ``max_concurrent`` slots."""
+        return len(self._running)
+
+    @property
+    def committing_now(self) -> int:
+        """Commits holding a slot right now (at most ``max_concurrent``)."""
+        return int(self._limiter.borrowed_tokens)
+
     def touch(self, key: ChatKey, due: float) -> None:
         """Look at ``key`` at ``due`` (epoch seconds); replaces any earlier deadline."""
         self._due[key] = due

@@ -31,12 +31,12 @@ import pyarrow as pa
 
 from app.memory import filters as F
 from app.memory import maintenance as M
+from app.memory import paging
 from app.memory.models import Memory, NewMemory, ScoredMemory, as_utc, new_id, utcnow
 from app.memory.presence import TenantPresence
 from app.memory.vector_cache import DEFAULT_MAX_BYTES, VectorCache
 from app.memory.schema import (
     MEMORY_COLUMNS,
-    ORDERED_COLUMNS,
     PK_META,
     REMOTE_READ_CONSISTENCY,
     TABLE,
@@ -378,63 +378,17 @@ class MemoryStore:
         before: tuple[datetime, str] | None = None,
     ) -> tuple[list[Memory], int]:
         """Newest first (``created_at DESC, id DESC``). Returns (page, total matching).
-
-        ``before=(created_at, id)`` of the last item of the previous page gives keyset
-        paging that neither repeats nor skips items while new ones are being added
-        (``offset`` paging shifts when newer memories arrive)."""
-        from lancedb.query import ColumnOrdering
-
-        if limit < 0 or offset < 0:
-            raise ValueError("limit and offset must be >= 0")
+        ``before=(created_at, id)`` of the previous page's last item: keyset paging (`app.memory.paging`)."""
         where = F.build(org_id, namespace, include_superseded=include_superseded, source=source, entity=entity)
-        page_where = F.and_(where, F.cursor_filter(*before)) if before is not None else where
-        total_task = asyncio.ensure_future(self._table.count_rows(where))
-        if limit == 0:
-            return [], int(await total_task)
-        q = (
-            self._table.query()
-            .where(page_where)
-            .select(ORDERED_COLUMNS)
-            .order_by(
-                [ColumnOrdering(column_name="created_at", ascending=False), ColumnOrdering(column_name="id", ascending=False)]
-            )
-            .limit(limit)
-        )
-        if offset:
-            q = q.offset(offset)
-        try:
-            tbl = await q.to_arrow()
-        finally:
-            total = int(await total_task)
-        return [row_to_memory(r) for r in tbl.to_pylist()], total
+        return await paging.newest_first(self._table, where, limit=limit, offset=offset, before=before)
 
     async def iter_all(
         self, org_id: str, namespace: str, batch: int = 1000, *, include_superseded: bool = True
     ) -> AsyncIterator[list[Memory]]:
-        """All memories of a tenant, oldest first, in lists of up to ``batch`` (keyset
-        paging, so a concurrent add neither repeats nor skips existing rows)."""
-        from lancedb.query import ColumnOrdering
-
-        base = F.build(org_id, namespace, include_superseded=include_superseded)
-        cursor: tuple[datetime, str] | None = None
-        while True:
-            where = base if cursor is None else F.and_(base, F.cursor_filter(*cursor, descending=False))
-            q = (
-                self._table.query()
-                .where(where)
-                .select(ORDERED_COLUMNS)
-                .order_by(
-                    [ColumnOrdering(column_name="created_at", ascending=True), ColumnOrdering(column_name="id", ascending=True)]
-                )
-                .limit(batch)
-            )
-            page = [row_to_memory(r) for r in (await q.to_arrow()).to_pylist()]
-            if not page:
-                return
+        """All memories of a tenant, oldest first, in lists of up to ``batch`` (keyset paging)."""
+        async for page in paging.oldest_first(self._table, F.build(org_id, namespace,
+                                                                   include_superseded=include_superseded), batch):
             yield page
-            if len(page) < batch:
-                return
-            cursor = (page[-1].created_at, page[-1].id)
 
     async def search(
         self,
