@@ -458,32 +458,9 @@ def cleanup_app_exports() -> None:
 class Memchat(MemchatServer):
     """``MemchatServer`` running the ``app`` package from ``APP_DIR``; removes its log file when stopped."""
 
-    def start(self) -> Memchat:
-        if APP_DIR == ROOT:
-            super().start()
-            return self
-        # Same as MemchatServer.start, with the exported source as the working directory (``python -m app``
-        # imports ``app`` from there first).
-        self.port = free_port()
-        self._log = tempfile.NamedTemporaryFile(prefix="memchat-server-", suffix=".log", delete=False)
-        cmd = [sys.executable, "-m", "app", "serve", "--host", "127.0.0.1", "--port", str(self.port),
-               "--data-dir", str(self.data_dir), "--workers", str(self.workers), "--log-level", "warning"]
-        env = self._env()
-        env["PYTHONPATH"] = str(APP_DIR)
-        self.proc = subprocess.Popen(cmd, cwd=APP_DIR, env=env, stdout=self._log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
-        deadline = time.monotonic() + self.startup_timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"memchat exited with {self.proc.returncode}:\n{self.log_text()}")
-            try:
-                with urllib.request.urlopen(f"{self.url}/healthz", timeout=1) as resp:
-                    if resp.status == 200:
-                        return self
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"memchat did not become healthy:\n{self.log_text()}")
+    def start(self, app_dir: Path | None = None) -> Memchat:
+        super().start(app_dir or APP_DIR)
+        return self
 
     def stop(self) -> None:  # noqa: D401
         super().stop()

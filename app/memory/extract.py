@@ -28,6 +28,7 @@ import msgspec
 
 from app.errors import UpstreamError
 from app.memory import extract_heuristic as H
+from app.memory.relative_dates import ISO_DATE, resolve_relative_dates
 from app.memory.models import Memory, as_utc, utcnow
 
 log = logging.getLogger(__name__)
@@ -92,7 +93,7 @@ def finalize_facts(facts: Sequence[ExtractedFact], existing: Sequence[Memory]) -
         key = _key(content)
         if not key or key in known:
             continue
-        entities = H.dedupe([e for e in fact.entities if isinstance(e, str)] + H.ISO_DATE.findall(content))
+        entities = H.dedupe([e for e in fact.entities if isinstance(e, str)] + ISO_DATE.findall(content))
         supersedes = [s for s in dict.fromkeys(fact.supersedes) if s in valid_ids]
         if key in merged:
             prev = merged[key]
@@ -141,7 +142,7 @@ class HeuristicExtractor:
                 attrs = H.attributes(cleaned)
                 if H.drop_reason(cleaned, has_attributes=bool(attrs)) is not None:
                     continue
-                text, dates = H.resolve_relative_dates(cleaned, day)
+                text, dates = resolve_relative_dates(cleaned, day)
                 entities = H.dedupe(H.extract_entities(cleaned) + dates)
                 candidates.append(_Candidate(H.finalize(text), entities, turn.turn_id, attrs))
         # Within one conversation a later statement of the same attribute wins ("I live in Paris. ...

@@ -15,7 +15,7 @@ Documented choices:
   of the attributes below is kept even when short or addressed to the assistant ("I'm 34.", "Call me Al.").
   Fenced/inline code, sentences longer than 400 characters, and everything after a request introducing
   pasted material ("Summarize this: ...") are ignored. Only the user's messages are read.
-* **Relative dates** (`resolve_relative_dates`) are resolved against the turn's UTC date and annotated
+* **Relative dates** (`app.memory.relative_dates.resolve_relative_dates`) are resolved against the turn's UTC date and annotated
   after the phrase: ``yesterday`` -> ``yesterday (on 2026-11-23)``. Supported: today/tonight/this
   morning.., yesterday/last night, tomorrow, the day before yesterday / after tomorrow, last|next|this
   <weekday> (last = the latest such day strictly before, next = the first strictly after, this = the one
@@ -43,7 +43,8 @@ Documented choices:
 from __future__ import annotations
 
 import re
-from datetime import date, timedelta
+
+from app.memory.relative_dates import ISO_DATE, MONTHS, WEEKDAYS
 
 # --------------------------------------------------------------------------- sentences
 
@@ -218,91 +219,6 @@ def drop_reason(sentence: str, *, has_attributes: bool = False) -> str | None:
         return "too short"  # contractions count twice: "I'm vegan." is kept, "My bad." is not
     return None
 
-
-# --------------------------------------------------------------------------- relative dates
-
-WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
-MONTHS = ("january", "february", "march", "april", "may", "june", "july", "august", "september", "october",
-          "november", "december")
-_NUMBERS = {"a": 1, "an": 1, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7,
-            "eight": 8, "nine": 9, "ten": 10, "a couple of": 2, "couple of": 2}
-_WD = "|".join(WEEKDAYS)
-_NUM = r"\d{1,3}|a couple of|couple of|an|a|one|two|three|four|five|six|seven|eight|nine|ten"
-_PART = r"(?:\s+(?:morning|afternoon|evening|night))?"
-_DATES = re.compile(
-    r"\b(?:(?P<dby>the day before yesterday)|(?P<dat>the day after tomorrow)|(?P<yest>yesterday" + _PART
-    + r"|last night)|(?P<today>today|tonight|this (?:morning|afternoon|evening))|(?P<tom>tomorrow" + _PART
-    + r")|(?P<rel>last|next|this) (?:(?P<wd>" + _WD + r")|(?P<unit>week|month|year))|(?P<n>" + _NUM
-    + r") (?P<agounit>days?|weeks?|months?|years?) ago)\b(?!\s*\((?:on|in|week of|around) )",
-    re.I,
-)
-
-
-def _shift_month(d: date, months: int) -> str:
-    index = d.year * 12 + d.month - 1 + months
-    return f"{index // 12:04d}-{index % 12 + 1:02d}"
-
-
-def _date_note(m: re.Match[str], day: date) -> tuple[str, str] | None:
-    g = m.groupdict()
-    if g["dby"]:
-        return "on", (day - timedelta(days=2)).isoformat()
-    if g["dat"]:
-        return "on", (day + timedelta(days=2)).isoformat()
-    if g["yest"]:
-        return "on", (day - timedelta(days=1)).isoformat()
-    if g["today"]:
-        return "on", day.isoformat()
-    if g["tom"]:
-        return "on", (day + timedelta(days=1)).isoformat()
-    rel = (g["rel"] or "").lower()
-    if g["wd"]:
-        target = WEEKDAYS.index(g["wd"].lower())
-        if rel == "last":
-            delta = -((day.weekday() - target - 1) % 7 + 1)
-        elif rel == "next":
-            delta = (target - day.weekday() - 1) % 7 + 1
-        else:
-            delta = target - day.weekday()
-        return "on", (day + timedelta(days=delta)).isoformat()
-    step = {"last": -1, "next": 1, "this": 0}.get(rel, 0)
-    unit = (g["unit"] or "").lower()
-    if unit == "week":
-        monday = day - timedelta(days=day.weekday()) + timedelta(weeks=step)
-        return "week of", monday.isoformat()
-    if unit == "month":
-        return "in", _shift_month(day, step)
-    if unit == "year":
-        return "in", f"{day.year + step:04d}"
-    if g["n"]:
-        raw = g["n"].lower()
-        n = int(raw) if raw.isdigit() else _NUMBERS[raw]
-        agounit = g["agounit"].lower().rstrip("s")
-        if agounit == "day":
-            return "on", (day - timedelta(days=n)).isoformat()
-        if agounit == "week":
-            return "around", (day - timedelta(weeks=n)).isoformat()
-        if agounit == "month":
-            return "in", _shift_month(day, -n)
-        return "in", f"{day.year - n:04d}"
-    return None
-
-
-def resolve_relative_dates(sentence: str, day: date) -> tuple[str, list[str]]:
-    """Annotate relative date phrases with the absolute date; returns (text, resolved ISO strings)."""
-    found: list[str] = []
-
-    def repl(m: re.Match[str]) -> str:
-        note = _date_note(m, day)
-        if note is None:
-            return m.group(0)
-        found.append(note[1])
-        return f"{m.group(0)} ({note[0]} {note[1]})"
-
-    return _DATES.sub(repl, sentence), found
-
-
-ISO_DATE = re.compile(r"\b\d{4}-\d{2}-\d{2}\b")
 
 # --------------------------------------------------------------------------- entities
 

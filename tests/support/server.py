@@ -48,12 +48,17 @@ class MemchatServer:
         env.update(self.env_overrides)
         return env
 
-    def start(self) -> MemchatServer:
+    def start(self, app_dir: Path = REPO_ROOT) -> MemchatServer:
+        """Start ``python -m app serve``, importing the ``app`` package from ``app_dir`` (benchmarks pass an
+        exported git ref); returns once ``/healthz`` answers."""
         self.port = free_port()
         self._log = tempfile.NamedTemporaryFile(prefix="memchat-server-", suffix=".log", delete=False)
         cmd = [sys.executable, "-m", "app", "serve", "--host", "127.0.0.1", "--port", str(self.port),
                "--data-dir", str(self.data_dir), "--workers", str(self.workers), "--log-level", "warning"]
-        self.proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=self._env(), stdout=self._log,
+        env = self._env()
+        if app_dir != REPO_ROOT:
+            env["PYTHONPATH"] = str(app_dir)
+        self.proc = subprocess.Popen(cmd, cwd=app_dir, env=env, stdout=self._log,
                                      stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + self.startup_timeout
         while time.monotonic() < deadline:
