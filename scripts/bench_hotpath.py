@@ -37,8 +37,8 @@ import openai
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from app.chat.turnjournal import Journal  # noqa: E402
-from app.chat.turnlog import TurnLog, TurnRecord  # noqa: E402
+from app.turns.journal import Journal  # noqa: E402
+from app.turns.turnlog import TurnLog, TurnRecord  # noqa: E402
 from app.memory.embed import LocalEmbedder  # noqa: E402
 from app.memory.presence import TenantPresence  # noqa: E402
 from tests.support.fake_upstream import FakeUpstream  # noqa: E402

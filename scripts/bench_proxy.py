@@ -178,7 +178,7 @@ class Questions:
 
 
 async def _build_store(lancedb_dir: Path, embedder_kind: str, n: int) -> float:
-    from app.memory.embed import build_embedder
+    from app.memory.embedders import build_embedder
     from app.memory.models import NewMemory
     from app.memory.store import MemoryStore
 
@@ -200,7 +200,7 @@ async def _build_store(lancedb_dir: Path, embedder_kind: str, n: int) -> float:
 
 
 def prepare_store(data_dir: Path, embedder_kind: str, n: int, cache_dir: Path | None) -> str:
-    from app.memory.embed import build_embedder
+    from app.memory.embedders import build_embedder
 
     name = build_embedder(embedder_kind).name.replace(":", "_").replace("/", "_")
     target = data_dir / "lancedb"
@@ -518,7 +518,7 @@ BUCKETS = [
     ("retrieval (query embedding + memory search)", ("MemoryRetriever.retrieve", "MemoryStore.search",
                                                      "LocalEmbedder", "MiniLMModel")),
     ("opening the upstream request (httpx2 send)", ("open_stream", "AsyncCompletions.create")),
-    ("reading upstream chunks (httpx2 + relay)", ("Relay.frames", "iter_bytes", "Relay._handle_data")),
+    ("reading upstream chunks (httpx2 + relay)", ("ChatStream._run", "iter_bytes", "Relay._handle_data", "Relay.feed")),
     ("writing chunks to the client (SSE response, uvicorn)", ("_send_with_timeout", "RequestResponseCycle.send",
                                                               "Stream.send_body", "stream_response",
                                                               "SSEStream")),

@@ -87,7 +87,7 @@ def grid() -> dict[str, SearchConfig]:
 async def evaluate_grid(store: MemoryStore, questions: list[dict], configs: dict[str, SearchConfig]) -> dict:
     """Quality only, for many fusion settings at once: fetch each leg's candidates once per
     question (the exact queries `run_search` issues) and fuse them offline."""
-    from app.memory import filters as F
+    from app.storage import filters as F
     from app.memory.search import (
         dense_leg,
         fts_leg,

@@ -43,9 +43,10 @@ import pyarrow as pa
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from app.memory import filters as F
+from app.storage import filters as F
 from app.memory.search import SearchConfig
-from app.memory.store import MemoryStore, build_schema, search_text
+from app.memory.schema import build_schema, search_text
+from app.memory.store import MemoryStore
 
 DIM = 384
 ORG = "bench-org"

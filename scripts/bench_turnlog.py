@@ -75,7 +75,7 @@ NS = "bench-turnlog"
 
 
 def _record(i: int) -> Any:
-    from app.chat.turnlog import TurnRecord
+    from app.turns.turnlog import TurnRecord
 
     return TurnRecord(
         turn_id=str(uuid.uuid4()), chat_id=str(uuid.uuid4()), org_id="benchorg", namespace=NS, seq=1,
@@ -89,12 +89,12 @@ async def lancedb_baseline(rows: int, scratch: Path) -> dict[str, float]:
     """``rows`` sequential one-row appends vs one ``rows``-row append, into fresh tables."""
     import lancedb
 
-    from app.chat.turnlog import TURN_SCHEMA, _to_arrow
+    from app.turns.turnlog import TURN_SCHEMA, to_arrow
 
     db = await lancedb.connect_async(str(scratch), read_consistency_interval=timedelta(0))
     single = await db.create_table("single", schema=TURN_SCHEMA)
-    data = [_to_arrow([_record(i)]) for i in range(rows)]
-    await single.add(_to_arrow([_record(-1)]))  # warm-up (first write, file layout)
+    data = [to_arrow([_record(i)]) for i in range(rows)]
+    await single.add(to_arrow([_record(-1)]))  # warm-up (first write, file layout)
     v0 = await single.version()
     lat: list[float] = []
     t0 = time.perf_counter()
@@ -106,9 +106,9 @@ async def lancedb_baseline(rows: int, scratch: Path) -> dict[str, float]:
     versions_single = await single.version() - v0
 
     group = await db.create_table("group", schema=TURN_SCHEMA)
-    await group.add(_to_arrow([_record(-1)]))
+    await group.add(to_arrow([_record(-1)]))
     v0 = await group.version()
-    batch = _to_arrow([_record(i) for i in range(rows)])
+    batch = to_arrow([_record(i) for i in range(rows)])
     t0 = time.perf_counter()
     await group.add(batch)
     group_wall = time.perf_counter() - t0

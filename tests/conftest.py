@@ -48,3 +48,21 @@ def offline_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Memchat
 def namespace() -> str:
     """A fresh namespace per test, so tests sharing a server never see each other's data."""
     return f"ns-{uuid.uuid4().hex[:12]}"
+
+
+# -- markers by location: `pytest -m "not e2e"` is the fast lane (`make test-fast`) ------------------------
+
+_SLOW_E2E = ("reliability", "test_web_browser", "test_openapi", "test_commits")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        parts = item.path.parts
+        if "e2e" in parts:
+            item.add_marker(pytest.mark.e2e)
+            if any(name in parts or item.path.stem == name for name in _SLOW_E2E):
+                item.add_marker(pytest.mark.slow)
+        if item.path.stem == "test_web_browser":
+            item.add_marker(pytest.mark.browser)
+        if item.path.stem == "test_openapi" and "schemathesis" in item.name:
+            item.add_marker(pytest.mark.fuzz)

@@ -1,6 +1,7 @@
-"""Memory REST API (``/api/v1/memory``), shaped as in the seed: camelCase memories, 422 ``detail`` errors.
+"""Memory REST API (``/api/v1/memory``), shaped as memories.ai documents it: camelCase memories, 422 ``detail``
+errors.
 
-Bodies are decoded by hand (`decode_body`) so every error keeps the seed's ``{"detail": [{"loc", "msg",
+Bodies are decoded by hand (`decode_body`) so every error keeps the documented ``{"detail": [{"loc", "msg",
 "type"}]}`` shape with a precise ``loc``; query parameters are declared in the handler signatures
 (Litestar validates them and ``app.api.errors`` renders its errors as 422 ``detail`` items). The
 OpenAPI document at ``/schema`` describes both: request bodies come from the same msgspec Structs the
@@ -24,17 +25,17 @@ from litestar.response import Stream
 from msgspec import UNSET
 
 from app.api import memory_models as M
+from app.api import memory_transfer as wire_transfer
 from app.api.deps import provide_principal, provide_services
+from app.api.wire import memory_json
 from app.auth import Principal
-from app.chat.request import validate_namespace
-from app.errors import InvalidRequest, NotFound, PermissionDenied
-from app.memory import transfer
-from app.memory.entities import backfill_page, clean_entities
-from app.memory.models import NewMemory
-from app.memory.serialize import memory_json
+from app.errors import InvalidRequest, PermissionDenied
+from app.memory.entities import clean_entities
+from app.memory.limits import MemoryLimitError
+from app.memory.limits import check_content as check_memory_content
 from app.services import Services
+from app.tenancy import MAX_NAMESPACE_LENGTH, NAMESPACE_PATTERN, validate_namespace
 
-MAX_CONTENT_CHARS = M.MAX_CONTENT_CHARS
 IMPORT_MAX_BYTES = 64 * 1024 * 1024
 T = TypeVar("T")
 _LOC = re.compile(r"at `\$\.?([^`]*)`")
@@ -68,11 +69,11 @@ def decode_body(raw: bytes, type_: type[T]) -> T:
 
 
 def check_content(content: str) -> str:
-    if transfer.is_blank(content):
-        raise InvalidRequest("content must not be empty", loc=("body", "content"), code="string_too_short")
-    if len(content) > MAX_CONTENT_CHARS:
-        raise InvalidRequest(f"content must be at most {MAX_CONTENT_CHARS} characters", loc=("body", "content"),
-                             code="string_too_long")
+    try:
+        check_memory_content(content)
+    except MemoryLimitError as exc:
+        code = "string_too_short" if not content.strip() or "empty" in exc.message else "string_too_long"
+        raise InvalidRequest(exc.message, loc=("body", "content"), code=code) from None
     try:
         content.encode("utf-8")
     except UnicodeEncodeError:
@@ -96,7 +97,7 @@ def check_uuid(value: str, loc: tuple[str, ...] = ("path", "memory_id")) -> str:
 
 # --------------------------------------------------------------------------- OpenAPI declarations
 
-Namespace = Annotated[str, Parameter(max_length=256, pattern=r"^[^\x00-\x1f\x7f-\x9f]*$", description=(
+Namespace = Annotated[str, Parameter(max_length=MAX_NAMESPACE_LENGTH, pattern=NAMESPACE_PATTERN, description=(
     "The end user's namespace (printable, at most 256 characters); `\"\"` is the organisation's global one."))]
 MemoryId = Annotated[str, Parameter(schema_extra={"format": "uuid"}, description="The memory's id (a UUID).")]
 Limit = Annotated[int, Parameter(ge=1, le=100, description="Page size.")]
@@ -142,7 +143,7 @@ def _json_body(type_: Any) -> type[Operation]:
     return _operation({"application/json": M.schema_of(type_)})
 
 
-# --------------------------------------------------------------------------- seed routes
+# --------------------------------------------------------------------------- the documented routes
 
 
 @post("/", status_code=200, operation_class=_json_body(M.CreateMemoryBody),
@@ -153,9 +154,7 @@ async def create_memory(request: Request[Any, Any, Any], principal: Principal, s
     body = decode_body(await request.body(), M.CreateMemoryBody)
     if body.organizationId is not None and body.organizationId != principal.org_id:
         raise PermissionDenied("organizationId does not match the organisation of this API key")
-    ns = check_namespace(namespace)
-    [memory] = await services.store.add(principal.org_id, ns,
-                                        [NewMemory(content=check_content(body.content), source="explicit")])
+    memory = await services.memories.create(principal.org_id, check_namespace(namespace), check_content(body.content))
     return memory_json(memory)
 
 
@@ -166,7 +165,7 @@ async def search_memories(request: Request[Any, Any, Any], principal: Principal,
     """Hybrid search of the namespace's current memories (``namespace`` in the body wins)."""
     body = decode_body(await request.body(), M.SearchBody)
     ns = check_namespace(body.namespace, ("body", "namespace")) if body.namespace is not None else check_namespace(namespace)
-    hits = await services.store.search(principal.org_id, ns, body.query, limit=body.limit)
+    hits = await services.memories.search(principal.org_id, ns, body.query, limit=body.limit)
     return {"results": [{**memory_json(h.memory), "score": round(float(h.score), 6)} for h in hits]}
 
 
@@ -183,16 +182,10 @@ async def list_memories(
         "memories are added. Combines with offset."))] = None,
 ) -> dict[str, Any]:
     """The namespace's memories, newest first (``createdAt``, then ``id``, descending)."""
-    ns = check_namespace(namespace)
-    cursor = None
-    if before is not None:
-        anchor = await services.store.get(principal.org_id, ns, check_uuid(before, ("query", "before")))
-        if anchor is None:
-            raise NotFound("before: no such memory in this namespace")
-        cursor = (anchor.created_at, anchor.id)
-    memories, total = await services.store.list(principal.org_id, ns, limit=limit, offset=min(offset, MAX_OFFSET),
-                                                source=source, entity=entity, include_superseded=include_superseded,
-                                                before=cursor)
+    memories, total = await services.memories.list(
+        principal.org_id, check_namespace(namespace), limit=limit, offset=min(offset, MAX_OFFSET), source=source,
+        entity=entity, include_superseded=include_superseded,
+        before=check_uuid(before, ("query", "before")) if before is not None else None)
     return {"memories": [memory_json(m) for m in memories], "total": total}
 
 
@@ -200,10 +193,7 @@ async def list_memories(
      summary="Get Memory")
 async def get_memory(memory_id: MemoryId, principal: Principal, services: Services,
                      namespace: Namespace = "") -> dict[str, Any]:
-    memory = await services.store.get(principal.org_id, check_namespace(namespace), check_uuid(memory_id))
-    if memory is None:
-        raise NotFound("memory not found")
-    return memory_json(memory)
+    return memory_json(await services.memories.get(principal.org_id, check_namespace(namespace), check_uuid(memory_id)))
 
 
 @delete("/{memory_id:str}", status_code=204, operation_class=_operation(),
@@ -211,11 +201,7 @@ async def get_memory(memory_id: MemoryId, principal: Principal, services: Servic
 async def delete_memory(memory_id: MemoryId, principal: Principal, services: Services,
                         namespace: Namespace = "") -> Response[None]:
     """Delete the memory and its earlier versions."""
-    org, ns, mid = principal.org_id, check_namespace(namespace), check_uuid(memory_id)
-    if not await services.store.delete(org, ns, mid):
-        raise NotFound("memory not found")
-    await services.versions.delete_memory(org, ns, mid)
-    await services.entity_marks.delete_memory(org, ns, mid)
+    await services.memories.delete(principal.org_id, check_namespace(namespace), check_uuid(memory_id))
     return Response(None, status_code=204)
 
 
@@ -229,15 +215,12 @@ async def backfill_entities(
 ) -> dict[str, Any]:
     """Extract the entities of one page of memories that have none; call again with ``nextOffset``
     while ``hasMore``. Memories already processed are skipped, so re-running is cheap."""
-    result = await backfill_page(services.store, services.entity_marks, services.entity_extractor,
-                                 principal.org_id, check_namespace(namespace), limit=limit,
-                                 offset=min(offset, MAX_OFFSET), chunk_size=chunk_size)
-    result.offset = offset
-    result.nextOffset = max(result.nextOffset, offset)
-    return msgspec.structs.asdict(result)
+    counts = await services.memories.backfill_entities(principal.org_id, check_namespace(namespace), limit=limit,
+                                                       offset=min(offset, MAX_OFFSET), chunk_size=chunk_size)
+    return M.backfill_json(counts, offset=offset)
 
 
-# --------------------------------------------------------------------------- beyond the seed
+# --------------------------------------------------------------------------- memchat's additions
 
 
 @patch("/{memory_id:str}", operation_class=_json_body(M.PATCH_BODY),
@@ -252,16 +235,7 @@ async def update_memory(request: Request[Any, Any, Any], memory_id: MemoryId, pr
         raise InvalidRequest("give content and/or entities", loc=("body",), code="missing")
     content = check_content(body.content) if body.content is not UNSET else None
     entities = clean_entities(body.entities) if body.entities is not UNSET else None
-    current = await services.store.get(org, ns, mid)
-    if current is None:
-        raise NotFound("memory not found")
-    if (content is None or content == current.content) and (entities is None or entities == current.entities):
-        return memory_json(current)  # nothing changes: no new version
-    await services.versions.record(current)
-    updated = await services.store.update(org, ns, mid, content=content, entities=entities)
-    if updated is None:
-        raise NotFound("memory not found")
-    return memory_json(updated)
+    return memory_json(await services.memories.update(org, ns, mid, content=content, entities=entities))
 
 
 @get("/{memory_id:str}/history", operation_class=_operation(),
@@ -269,19 +243,8 @@ async def update_memory(request: Request[Any, Any, Any], memory_id: MemoryId, pr
 async def memory_history(memory_id: MemoryId, principal: Principal, services: Services,
                          namespace: Namespace = "") -> dict[str, Any]:
     """Versions oldest to newest (the last is the current one) and the supersession links."""
-    org, ns = principal.org_id, check_namespace(namespace)
-    memory = await services.store.get(org, ns, check_uuid(memory_id))
-    if memory is None:
-        raise NotFound("memory not found")
-    versions = await services.versions.history(memory)
-    supersedes: list[str] = []
-    async for page in services.store.iter_all(org, ns, include_superseded=True):
-        supersedes.extend(m.id for m in page if m.superseded_by == memory.id)
-    return {
-        "id": memory.id, "namespace": memory.namespace, "state": memory.state,
-        "supersededBy": memory.superseded_by, "supersedes": supersedes,
-        "versions": [M.version_json(i, v) for i, v in enumerate(versions, 1)],
-    }
+    history = await services.memories.history(principal.org_id, check_namespace(namespace), check_uuid(memory_id))
+    return M.history_json(history)
 
 
 @delete("/", status_code=200, operation_class=_operation(required=("confirm",)), responses=M.responses(M.ForgetOut, 401, 422),
@@ -297,7 +260,7 @@ async def forget_namespace(
     if not confirm:
         raise InvalidRequest("confirm=true is required: this deletes every memory and conversation of the namespace",
                              loc=("query", "confirm"), code="missing")
-    counts = await services.forget_tenant(org, ns)
+    counts = await services.memories.forget(org, ns)
     return {"namespace": ns, **counts}
 
 
@@ -305,8 +268,8 @@ async def forget_namespace(
      summary="Export Memories")
 async def export_memories(principal: Principal, services: Services, namespace: Namespace = "") -> Stream:
     """Every memory of the namespace (superseded ones too), oldest first, as JSON Lines."""
-    ns = check_namespace(namespace)
-    return Stream(transfer.export_lines(services.store, principal.org_id, ns), media_type=M.JSONL,
+    pages = services.memories.export(principal.org_id, check_namespace(namespace))
+    return Stream(wire_transfer.export_lines(pages), media_type=M.JSONL,
                   headers={"content-disposition": 'attachment; filename="memories.jsonl"'})
 
 
@@ -318,9 +281,9 @@ async def import_memories(request: Request[Any, Any, Any], principal: Principal,
     """Import JSON Lines (or a JSON array) as exported; ids are kept, so re-importing is a no-op.
     Everything is validated before anything is written."""
     ns = check_namespace(namespace)
-    records = transfer.parse_import(await request.body())
-    result = await transfer.import_records(services.store, principal.org_id, ns, records)
-    return msgspec.structs.asdict(result)
+    records = wire_transfer.parse_import(await request.body())
+    counts = await services.memories.import_items(principal.org_id, ns, [wire_transfer.to_item(r) for r in records])
+    return M.import_json(counts)
 
 
 memory_router = Router(

@@ -2,7 +2,7 @@
 
 The request Structs are what the handlers decode bodies with (their constraints are enforced at run
 time and published in the OpenAPI document); the response Structs describe, for the OpenAPI document,
-the JSON the handlers build (`app.memory.serialize.memory_json` and friends).
+the JSON the handlers build (`app.api.wire.memory_json` and the ``*_json`` functions below).
 """
 
 from __future__ import annotations
@@ -15,35 +15,39 @@ import msgspec
 from litestar.openapi import ResponseSpec
 from msgspec import UNSET, UnsetType
 
-from app.memory.entities import BackfillResult
-from app.memory.serialize import rfc3339
-from app.memory.transfer import MAX_CONTENT_CHARS, NONBLANK, ImportResult, MemoryRecord
+from app.api.memory_transfer import ImportResult, MemoryRecord
+from app.memory.entities import BackfillCounts
+from app.memory.limits import MAX_CONTENT_CHARS, MAX_ENTITIES, MAX_ENTITY_CHARS, NONBLANK
+from app.memory.service import MemoryHistory as History
+from app.memory.transfer import ImportCounts
 from app.memory.versions import MemoryVersion
+from app.tenancy import MAX_NAMESPACE_LENGTH, NAMESPACE_PATTERN
+from app.times import rfc3339
 
 JSONL = "application/x-ndjson"
 Content = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_CONTENT_CHARS,
                                       extra_json_schema={"pattern": NONBLANK})]
-Entity = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+Entity = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ENTITY_CHARS)]
 
 # --------------------------------------------------------------------------- requests
 
 
 class CreateMemoryBody(msgspec.Struct, forbid_unknown_fields=False):
     content: Content
-    organizationId: str | None = None  # noqa: N815 (the seed's field name)
+    organizationId: str | None = None  # noqa: N815 (the documented field name)
 
 
 class SearchBody(msgspec.Struct, forbid_unknown_fields=False):
     query: Annotated[str, msgspec.Meta(max_length=MAX_CONTENT_CHARS)]
     limit: Annotated[int, msgspec.Meta(ge=1, le=100)] = 10
-    namespace: Annotated[str, msgspec.Meta(max_length=256, pattern=r"^[^\x00-\x1f\x7f-\x9f]*$")] | None = None
+    namespace: Annotated[str, msgspec.Meta(max_length=MAX_NAMESPACE_LENGTH, pattern=NAMESPACE_PATTERN)] | None = None
 
 
 class PatchMemoryBody(msgspec.Struct, forbid_unknown_fields=False):
     """At least one of the two. ``entities`` replaces the list (deduplicated case-insensitively)."""
 
     content: Content | UnsetType = UNSET
-    entities: Annotated[list[Entity], msgspec.Meta(max_length=30)] | UnsetType = UNSET
+    entities: Annotated[list[Entity], msgspec.Meta(max_length=MAX_ENTITIES)] | UnsetType = UNSET
 
 
 PATCH_BODY = Annotated[PatchMemoryBody, msgspec.Meta(
@@ -54,7 +58,7 @@ PATCH_BODY = Annotated[PatchMemoryBody, msgspec.Meta(
 
 
 class MemoryOut(msgspec.Struct):
-    """A memory: the seed's fields, then memchat's."""
+    """A memory: the documented fields, then memchat's."""
 
     content: str
     createdAt: datetime  # noqa: N815
@@ -93,8 +97,17 @@ class ErrorBody(msgspec.Struct):
     detail: list[ErrorItem]
 
 
-class BackfillOut(BackfillResult):
-    pass
+class BackfillOut(msgspec.Struct, kw_only=True):
+    """The body of ``POST /api/v1/memory/backfill-entities``."""
+
+    examined: int
+    failed: int
+    hasMore: bool  # noqa: N815
+    limit: int
+    nextOffset: int  # noqa: N815
+    offset: int
+    processed: int
+    skipped: int
 
 
 class ImportOut(ImportResult):
@@ -135,6 +148,27 @@ def version_json(number: int, v: MemoryVersion) -> dict[str, Any]:
     return {"version": number, "current": v.replaced_at is None, "content": v.content,
             "entities": list(v.entities), "state": v.state, "supersededBy": v.superseded_by,
             "updatedAt": rfc3339(v.updated_at), "replacedAt": rfc3339(v.replaced_at) if v.replaced_at else None}
+
+
+def history_json(history: History) -> dict[str, Any]:
+    memory = history.memory
+    return {"id": memory.id, "namespace": memory.namespace, "state": memory.state,
+            "supersededBy": memory.superseded_by, "supersedes": history.supersedes,
+            "versions": [version_json(i, v) for i, v in enumerate(history.versions, 1)]}
+
+
+def backfill_json(counts: BackfillCounts, *, offset: int) -> dict[str, Any]:
+    """``offset``: as the client sent it (the store reads at most 2**31 in)."""
+    return msgspec.structs.asdict(BackfillOut(
+        examined=counts.examined, failed=counts.failed, hasMore=counts.has_more, limit=counts.limit,
+        nextOffset=max(counts.next_offset, offset), offset=offset, processed=counts.processed,
+        skipped=counts.skipped))
+
+
+def import_json(counts: ImportCounts) -> dict[str, Any]:
+    return msgspec.structs.asdict(ImportResult(
+        received=counts.received, written=counts.written, batches=counts.batches,
+        supersededLinks=counts.superseded_links, unresolvedLinks=counts.unresolved_links, total=counts.total))
 
 
 # --------------------------------------------------------------------------- OpenAPI helpers

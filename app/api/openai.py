@@ -8,23 +8,25 @@ from litestar import Request, Response, Router, get, post
 from litestar.di import Provide
 
 from app.api.deps import provide_principal, provide_services
+from app.api.framing import chat_headers, memory_field, openai_frames
 from app.api.streaming import sse_response
 from app.auth import Principal
 from app.chat.request import parse_chat_params, parse_openai_body
 from app.services import Services
 
+
 @post(["/memory/chat/completions", "/chat/completions"], status_code=200)
 async def chat_completions(request: Request[Any, Any, Any], principal: Principal, services: Services) -> Response[Any]:
     params = parse_chat_params(request.query_params.get)
     body = parse_openai_body(await request.body())
-    pipeline = services.pipeline
-    chat = await pipeline.prepare(principal, params, body)
+    chat = await services.chat.prepare(principal, params, body)
     if body.get("stream"):
-        relay = await pipeline.open_relay(chat, first_chunk_fields={"memory": chat.memory_field})
-        return sse_response(pipeline.stream_openai(chat, relay), headers=chat.headers,
+        stream = await services.chat.open_stream(chat, first_chunk_fields={"memory": memory_field(chat)})
+        return sse_response(openai_frames(stream), owner=stream, headers=chat_headers(chat),
                             ping_interval=services.settings.server.sse_ping_interval)
-    result = await pipeline.complete(chat)
-    return Response(result, media_type="application/json", headers=chat.headers)
+    completion = await services.chat.complete(chat)
+    return Response({**completion.response, "memory": memory_field(chat)}, media_type="application/json",
+                    headers=chat_headers(chat))
 
 
 @get(["/memory/models", "/models"])

@@ -7,9 +7,6 @@ memchat keeps in its turn log. ``unique_id`` is the end user and is used as the 
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import AsyncIterator
-from contextlib import aclosing
 from typing import Any
 
 import msgspec
@@ -17,14 +14,14 @@ from litestar import Request, Response, Router, post
 from litestar.di import Provide
 
 from app.api.deps import provide_principal, provide_services
+from app.api.framing import personal_frames, thinkings
 from app.api.streaming import TOKEN_PING, sse_response
+from app.api.wire import memory_refs
 from app.auth import Principal
-from app.chat.pipeline import PreparedChat
-from app.chat.relay import Relay
-from app.chat.request import ChatParams, validate_chat_id, validate_namespace
-from app.chat.sse import DONE_FRAME, data_frame
+from app.chat.service import PreparedChat
 from app.errors import InvalidRequest, NotFound
 from app.services import Services
+from app.tenancy import validate_chat_id, validate_namespace
 
 MAX_PROMPT_CHARS = 100_000
 _decode = msgspec.json.Decoder().decode
@@ -64,7 +61,7 @@ def parse_personal(raw: bytes) -> PersonalRequest:
 
 
 def group_refs(refs: list[dict[str, Any]], titles: dict[str, str]) -> list[dict[str, Any]]:
-    """The seed's ``[{"video", "refItems"}]`` with conversations in place of videos: memories grouped by the
+    """memories.ai's ``[{"video", "refItems"}]`` with conversations in place of videos: memories grouped by the
     conversation they came from as ``[{"thread": {"id", "createdAt", "title"} | None, "refItems": [...]}]``."""
     groups: dict[str | None, dict[str, Any]] = {}
     for ref in refs:
@@ -82,79 +79,36 @@ def group_refs(refs: list[dict[str, Any]], titles: dict[str, str]) -> list[dict[
 
 
 async def _prepare(request: Request[Any, Any, Any], principal: Principal, services: Services,
-                   *, stream: bool) -> tuple[PreparedChat, PersonalRequest]:
+                   *, stream: bool) -> tuple[PreparedChat, list[dict[str, Any]]]:
     body = parse_personal(await request.body())
-    namespace = body.unique_id
-    chat_id = body.session_id or str(uuid.uuid4())
     request.scope["memchat_session_id"] = body.session_id or None  # type: ignore[typeddict-unknown-key]
-    messages: list[dict[str, Any]] = []
-    if body.session_id:
-        history = await services.conversations.history(principal.org_id, namespace, body.session_id)
-        if not history:
-            raise NotFound("session not found")
-        for turn in history:
-            messages.append({"role": "user", "content": turn.user})
-            if turn.assistant:
-                messages.append({"role": "assistant", "content": turn.assistant})
-    messages.append({"role": "user", "content": body.prompt})
-    upstream_body: dict[str, Any] = {"model": services.settings.server.default_model, "messages": messages,
-                                     "stream": stream}
-    params = ChatParams(namespace=namespace, commit_after=None, chat_id=chat_id)
-    chat = await services.pipeline.prepare(principal, params, upstream_body, surface="personal")
-    return chat, body
-
-
-async def _titles(services: Services, principal: Principal, namespace: str, refs: list[dict[str, Any]]) -> dict[str, str]:
-    titles: dict[str, str] = {}
-    for thread_id in {r["sourceThreadId"] for r in refs if r.get("sourceThreadId")}:
-        turns = await services.conversations.history(principal.org_id, namespace, thread_id)
-        if turns:
-            first = " ".join(turns[0].user.split())
-            titles[thread_id] = first[:77] + "..." if len(first) > 80 else first
-    return titles
-
-
-def thinkings(chat: PreparedChat) -> list[str]:
-    used = len(chat.retrieved.refs)
-    return [f"searched the memories of '{chat.params.namespace or '(global)'}': {chat.retrieved.searched} "
-            f"candidate(s) found, {used} used"]
-
-
-async def personal_frames(chat: PreparedChat, relay: Relay, services: Services, refs: list[dict[str, Any]]) -> AsyncIterator[bytes]:
-    yield data_frame({"token": "", "session_id": chat.chat_id})
-    yield data_frame({"token": "", "refs": refs, "thinkings": thinkings(chat)})
-    async with aclosing(services.pipeline.stream(chat, relay)) as items:
-        async for _frame, delta in items:
-            if delta:
-                yield data_frame({"token": delta})
-    if relay.outcome.error is not None:
-        yield data_frame({"token": "", "error": relay.outcome.error})
-    yield DONE_FRAME
+    try:
+        chat = await services.chat.prepare_followup(principal, body.unique_id, body.session_id or None, body.prompt,
+                                                    surface="personal", stream=stream)
+    except NotFound:
+        raise NotFound("session not found") from None
+    used = chat.retrieved.used
+    titles = await services.chat.titles(principal, body.unique_id,
+                                        [s.memory.source_thread_id for s in used if s.memory.source_thread_id])
+    return chat, group_refs(memory_refs(used), titles)
 
 
 @post("/chat_personal_stream", status_code=200)
 async def chat_personal_stream(request: Request[Any, Any, Any], principal: Principal,
                                services: Services) -> Response[Any]:
-    chat, body = await _prepare(request, principal, services, stream=True)
-    refs = group_refs(chat.retrieved.refs, await _titles(services, principal, body.unique_id, chat.retrieved.refs))
-    relay = await services.pipeline.open_relay(chat, first_chunk_fields=None)
-    return sse_response(personal_frames(chat, relay, services, refs), headers={"x-memchat-session-id": chat.chat_id},
+    chat, refs = await _prepare(request, principal, services, stream=True)
+    stream = await services.chat.open_stream(chat)
+    return sse_response(personal_frames(stream, chat, refs), owner=stream,
+                        headers={"x-memchat-session-id": chat.chat_id},
                         ping_interval=services.settings.server.sse_ping_interval, ping=TOKEN_PING)
 
 
 @post("/chat_personal", status_code=200)
 async def chat_personal(request: Request[Any, Any, Any], principal: Principal, services: Services) -> dict[str, Any]:
-    chat, body = await _prepare(request, principal, services, stream=False)
-    refs = group_refs(chat.retrieved.refs, await _titles(services, principal, body.unique_id, chat.retrieved.refs))
-    result = await services.pipeline.complete(chat)
-    content = ""
-    choices = result.get("choices")
-    if isinstance(choices, list) and choices and isinstance(choices[0], dict):
-        message = choices[0].get("message")
-        if isinstance(message, dict) and isinstance(message.get("content"), str):
-            content = message["content"]
+    chat, refs = await _prepare(request, principal, services, stream=False)
+    completion = await services.chat.complete(chat)
     return {"code": "0000", "msg": "success",
-            "data": {"role": "ASSISTANT", "content": content, "refs": refs, "thinkings": thinkings(chat)},
+            "data": {"role": "ASSISTANT", "content": completion.text, "refs": refs, "thinkings": thinkings(chat)},
             "session_id": chat.chat_id, "failed": False, "success": True}
 
 

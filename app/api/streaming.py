@@ -1,4 +1,7 @@
-"""SSE responses for every surface: a lean ASGI response streaming bytes framed by ``app.chat.sse``.
+"""SSE responses for every surface: a lean ASGI response streaming bytes framed by `app.api.framing`.
+
+The response enters the chat stream's context (``owner``) before its first send, so the upstream request
+is closed and the turn recorded on every path -- also when the client is gone before the first byte.
 
 Per streamed chunk it does one ``send`` and nothing else. One helper task per response watches for the
 client's disconnect -- then the stream is cancelled, which ``aclose()``s the frame iterator and with it
@@ -15,7 +18,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
-from contextlib import aclosing
+from contextlib import AbstractAsyncContextManager, aclosing, nullcontext
 from typing import Any
 
 import anyio
@@ -33,8 +36,10 @@ class SSEStream:
     """An ASGI application streaming ``frames`` (complete SSE events as bytes) as ``text/event-stream``."""
 
     def __init__(self, frames: AsyncIterator[bytes], *, headers: dict[str, str] | None = None,
-                 ping_interval: float = 15.0, ping: bytes = COMMENT_PING) -> None:
+                 ping_interval: float = 15.0, ping: bytes = COMMENT_PING,
+                 owner: AbstractAsyncContextManager[Any] | None = None) -> None:
         self._frames = frames
+        self._owner = owner
         merged = {"content-type": "text/event-stream; charset=utf-8", **SSE_HEADERS, **(headers or {})}
         self._raw_headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in merged.items()]
         self._ping_interval = ping_interval
@@ -43,17 +48,17 @@ class SSEStream:
         self._finished = False
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        await send({"type": "http.response.start", "status": 200, "headers": self._raw_headers})
-        self._last_send = time.monotonic()
-        async with anyio.create_task_group() as group:
-            group.start_soon(self._watch, receive, send, group.cancel_scope)
-            async with aclosing(self._frames) as frames:
+        async with self._owner or nullcontext(), aclosing(self._frames) as frames:
+            await send({"type": "http.response.start", "status": 200, "headers": self._raw_headers})
+            self._last_send = time.monotonic()
+            async with anyio.create_task_group() as group:
+                group.start_soon(self._watch, receive, send, group.cancel_scope)
                 async for chunk in frames:
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
                     self._last_send = time.monotonic()
-            self._finished = True  # before the final send: the watcher must not ping after it
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-            group.cancel_scope.cancel()
+                self._finished = True  # before the final send: the watcher must not ping after it
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+                group.cancel_scope.cancel()
 
     async def _watch(self, receive: Any, send: Any, stream_scope: CancelScope) -> None:
         """Cancel the stream when the client leaves; ping while it is idle."""
@@ -82,5 +87,7 @@ class ASGIAppResponse(Response[None]):
 
 
 def sse_response(frames: AsyncIterator[bytes], *, headers: dict[str, str] | None = None,
-                 ping_interval: float = 15.0, ping: bytes = COMMENT_PING) -> ASGIAppResponse:
-    return ASGIAppResponse(SSEStream(frames, headers=headers, ping_interval=ping_interval, ping=ping))
+                 ping_interval: float = 15.0, ping: bytes = COMMENT_PING,
+                 owner: AbstractAsyncContextManager[Any] | None = None) -> ASGIAppResponse:
+    """``owner``: what the frames come from (a `ChatStream`); entered before the first send."""
+    return ASGIAppResponse(SSEStream(frames, headers=headers, ping_interval=ping_interval, ping=ping, owner=owner))

@@ -12,9 +12,7 @@ the conversation from its turn log, as it does for the personal chat API.
 from __future__ import annotations
 
 import logging
-import uuid
 from collections import OrderedDict
-from contextlib import aclosing
 from typing import Any
 
 import anyio
@@ -35,9 +33,10 @@ from app.api.ws_protocol import (
     parse_namespace,
     refuse,
 )
+from app.api.framing import websocket_message
+from app.api.wire import memory_json, memory_refs
 from app.auth import Principal
-from app.chat.request import ChatParams
-from app.errors import MemchatError, NotFound
+from app.errors import MemchatError
 from app.services import Services
 
 log = logging.getLogger("memchat.ws")
@@ -201,12 +200,13 @@ class ChatSession:
     async def _forward(self, namespace: str, receive: MemoryObjectReceiveStream[dict[str, Any]]) -> None:
         async with receive:
             async for event in receive:
-                await self.send({**event, "namespace": namespace})
+                await self.send({**event, "namespace": namespace,
+                                 "memories": [memory_json(m) for m in event.get("memories", ())]})
 
     # -- conversation transcript (the page shows a memory's source conversation) --
     async def _history(self, namespace: str, chat_id: str | None) -> None:
         assert chat_id is not None
-        turns = await self.services.conversations.history(self.principal.org_id, namespace, chat_id)
+        turns = await self.services.chat.transcript(self.principal, namespace, chat_id)
         await self.send({"type": "history", "namespace": namespace, "chat_id": chat_id, "turns": [
             {"turn_id": t.turn_id, "seq": t.seq, "user": t.user, "assistant": t.assistant, "status": t.status,
              "created_at": t.created_at.strftime("%Y-%m-%dT%H:%M:%SZ")} for t in turns]})
@@ -262,43 +262,28 @@ class ChatSession:
             await self.send(done)
 
     async def _chat(self, job: ChatJob) -> None:
-        services, principal = self.services, self.principal
-        messages: list[dict[str, Any]] = []
-        chat_id = job.chat_id
-        if chat_id is not None:
-            history = await services.conversations.history(principal.org_id, job.namespace, chat_id)
-            if not history:
-                raise NotFound(f"conversation {chat_id!r} not found in this namespace")
-            for turn in history:
-                messages.append({"role": "user", "content": turn.user})
-                if turn.assistant:
-                    messages.append({"role": "assistant", "content": turn.assistant})
-        else:
-            chat_id = str(uuid.uuid4())  # a new conversation, never matched to an earlier one by content
-        messages.append({"role": "user", "content": job.content})
-        body: dict[str, Any] = {"model": services.settings.server.default_model, "messages": messages,
-                                "stream": True, "stream_options": {"include_usage": True}}
-        params = ChatParams(namespace=job.namespace, commit_after=job.commit_after, chat_id=chat_id)
-        chat = await services.pipeline.prepare(principal, params, body, surface="ws")
+        chat_service = self.services.chat
+        chat = await chat_service.prepare_followup(self.principal, job.namespace, job.chat_id, job.content,
+                                                   surface="ws", stream=True, commit_after=job.commit_after,
+                                                   include_usage=True)
         job.started_chat_id = chat.chat_id
         await self.send({"type": "start", "chat_id": chat.chat_id, "namespace": job.namespace,
                          "commit_after": job.commit_after if job.commit_after is not None
                          else self.default_commit_after})
-        await self.send({"type": "refs", "chat_id": chat.chat_id, "refs": chat.retrieved.refs})
-        relay = await services.pipeline.open_relay(chat, first_chunk_fields=None)
-        # No await between open_relay and the first iteration: once the stream runs, closing it (stop,
-        # disconnect) closes the upstream request and records the partial turn.
+        await self.send({"type": "refs", "chat_id": chat.chat_id, "refs": memory_refs(chat.retrieved.used)})
+        stream = await chat_service.open_stream(chat)
         job.recorded = True
-        async with aclosing(services.pipeline.stream(chat, relay)) as items:
-            async for _frame, delta in items:
-                if delta:
-                    await self.send({"type": "token", "token": delta})
-        outcome = relay.outcome
+        async with stream:  # leaving it (stop, disconnect, error) closes the upstream and records the turn
+            async for event in stream:
+                message = websocket_message(event)
+                if message is not None:
+                    await self.send(message)
+        outcome = stream.outcome
         if outcome.error is not None:
             error = outcome.error
-            message = error.get("message") if isinstance(error.get("message"), str) else "the upstream failed"
+            message_text = error.get("message") if isinstance(error.get("message"), str) else "the upstream failed"
             code = error.get("code") if isinstance(error.get("code"), str) else "upstream_error"
-            await self.error(message, code, chat_id=chat.chat_id)
+            await self.error(message_text, code, chat_id=chat.chat_id)
         await self._done(job, usage=outcome.usage, finish_reason=outcome.finish_reason)
 
 

@@ -10,7 +10,8 @@ import msgspec
 from litestar import WebSocket
 
 from app.auth import Principal, key_from_headers
-from app.chat.request import MAX_COMMIT_AFTER, validate_chat_id, validate_namespace
+from app.chat.request import MAX_COMMIT_AFTER
+from app.tenancy import validate_chat_id, validate_namespace
 from app.errors import AuthenticationFailed, InvalidRequest, MemchatError, UpstreamError
 from app.services import Services
 

@@ -1,4 +1,4 @@
-"""Validation of what a chat request carries: tenant identifiers, query parameters, the OpenAI body."""
+"""Validation of what a chat request carries: its query parameters and the OpenAI body."""
 
 from __future__ import annotations
 
@@ -8,47 +8,11 @@ from typing import Any
 import msgspec
 
 from app.errors import InvalidRequest
+from app.tenancy import validate_chat_id, validate_namespace
 
-MAX_NAMESPACE_LENGTH = 256
-MAX_CHAT_ID_LENGTH = 128
 MAX_COMMIT_AFTER = 30 * 24 * 3600
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 _decode = msgspec.json.Decoder().decode
-
-
-def message_text(message: dict[str, Any]) -> str:
-    """The text of a chat message (string content, or the text parts of a list)."""
-    content = message.get("content")
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return " ".join(str(p.get("text", "")) for p in content if isinstance(p, dict) and p.get("type") == "text")
-    return ""
-
-
-def _has_control(value: str) -> bool:
-    return any(ord(c) < 32 or 0x7F <= ord(c) < 0xA0 for c in value)
-
-
-def validate_namespace(value: str | None, *, param: str = "namespace") -> str:
-    """A namespace is any printable string up to 256 characters; "" is the global namespace."""
-    if value is None:
-        return ""
-    if len(value) > MAX_NAMESPACE_LENGTH:
-        raise InvalidRequest(f"'{param}' is longer than {MAX_NAMESPACE_LENGTH} characters", param=param)
-    if _has_control(value):
-        raise InvalidRequest(f"'{param}' must not contain control characters", param=param)
-    return value
-
-
-def validate_chat_id(value: str | None, *, param: str = "chat_id") -> str | None:
-    if value is None or value == "":
-        return None
-    if len(value) > MAX_CHAT_ID_LENGTH or _has_control(value):
-        raise InvalidRequest(
-            f"'{param}' must be 1-{MAX_CHAT_ID_LENGTH} printable characters", param=param
-        )
-    return value
 
 
 class ChatParams(msgspec.Struct, frozen=True):

@@ -14,22 +14,12 @@ from typing import Any
 import anyio
 import msgspec
 
-from app.chat.sse import DONE_FRAME, data_frame
 from app.llm.backend import ChatContext
+from app.llm.sse import DONE_FRAME, data_frame
+from app.messages import last_user_text
 
 OFFLINE_MODEL = "memchat-offline"
 _encode = msgspec.json.Encoder().encode
-
-
-def _last_user_text(body: dict[str, Any]) -> str:
-    for message in reversed(body.get("messages") or []):
-        if isinstance(message, dict) and message.get("role") == "user":
-            content = message.get("content")
-            if isinstance(content, str):
-                return content
-            if isinstance(content, list):
-                return " ".join(p.get("text", "") for p in content if isinstance(p, dict))
-    return ""
 
 
 def offline_reply(body: dict[str, Any], context: ChatContext | None) -> str:
@@ -38,7 +28,7 @@ def offline_reply(body: dict[str, Any], context: ChatContext | None) -> str:
         return "[offline mode] Here is what I remember: " + " ".join(
             m if m.endswith((".", "!", "?")) else m + "." for m in memories
         )
-    said = " ".join(_last_user_text(body).split())
+    said = " ".join(last_user_text(body.get("messages") or []).split())
     if len(said) > 200:
         said = said[:197] + "..."
     return (

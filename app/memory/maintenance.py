@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
-from app.memory import filters as F
+from lancedb.table import AsyncTable
+
 from app.memory.models import Memory
-from app.memory.schema import is_conflict, log, retry, row_to_memory
+from app.memory.schema import row_to_memory
+from app.storage import filters as F
+from app.storage import tables
+
+log = logging.getLogger("memchat.memory")
 
 
 def wanted_indexes(fts_column: str, dim: int, rows: int, vector_index_min_rows: int | None) -> list[tuple[str, Any]]:
@@ -26,44 +32,17 @@ def wanted_indexes(fts_column: str, dim: int, rows: int, vector_index_min_rows: 
 
 
 async def ensure_indexes(
-    table, fts_column: str, dim: int, vector_index_min_rows: int | None, *, max_rows: int | None
+    table: AsyncTable, fts_column: str, dim: int, vector_index_min_rows: int | None, *, max_rows: int | None
 ) -> dict[str, Any]:
     """Create the missing wanted indexes (none if the table has more than ``max_rows``)."""
-    report: dict[str, Any] = {"created": [], "skipped": []}
     rows = await table.count_rows()
-    report["rows"] = rows
     if max_rows is not None and rows > max_rows:
-        return report
-    existing = {tuple(ix.columns) for ix in await table.list_indices()}
-    for column, config in wanted_indexes(fts_column, dim, rows, vector_index_min_rows):
-        if (column,) in existing:
-            continue
-        try:
-            await retry(
-                lambda c=column, cfg=config: table.create_index(c, config=cfg, replace=False),
-                what=f"create_index({column})",
-            )
-            report["created"].append(column)
-        except Exception as e:
-            # Another replica created it first, or the build conflicted: next run.
-            if "already exists" in str(e).lower() or is_conflict(e):
-                report["skipped"].append(column)
-            else:
-                raise
-    return report
+        return {"created": [], "skipped": [], "rows": rows}
+    wanted = wanted_indexes(fts_column, dim, rows, vector_index_min_rows)
+    return {**await tables.ensure_indexes(table, wanted, what="memories"), "rows": rows}
 
 
-async def optimize(table, cleanup_older_than=None) -> str:
-    try:
-        kwargs = {} if cleanup_older_than is None else {"cleanup_older_than": cleanup_older_than}
-        return str(await retry(lambda: table.optimize(**kwargs), what="optimize", attempts=3))
-    except Exception as e:
-        if not is_conflict(e):
-            raise
-        return f"skipped: {e}"
-
-
-async def resolve_duplicates(table, org_id: str, namespace: str, ids: Sequence[str]) -> dict[str, Memory]:
+async def resolve_duplicates(table: AsyncTable, org_id: str, namespace: str, ids: Sequence[str]) -> dict[str, Memory]:
     """Return the stored memory for each id; where an id has several rows, delete all but
     the earliest (created_at, then write_id) -- the same choice in every process."""
     out: dict[str, Memory] = {}
@@ -81,11 +60,11 @@ async def resolve_duplicates(table, org_id: str, namespace: str, ids: Sequence[s
     if losers:
         log.warning("removing %d duplicate memory rows left by concurrent writers", len(losers))
         where = F.copies_filter(org_id, namespace, losers)
-        await retry(lambda: table.delete(where), what="dedupe")
+        await tables.delete_where(table, where, what="memories.dedupe")
     return out
 
 
-async def repair_duplicates(table) -> int:
+async def repair_duplicates(table: AsyncTable) -> int:
     """Scan the whole table for ids stored more than once in a tenant and keep one copy of
     each (reads the pk column of every row: an operator tool, not for every maintain())."""
     tbl = await table.query().select(["pk", "tenant", "id"]).to_arrow()

@@ -155,7 +155,7 @@ def _add_layer_norm(
     return y
 
 
-def _attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
+def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
     """softmax(q @ k + bias) @ v over the last axis, for (B, nh, T, hd) q/v and (B, nh, hd, T) k.
 
     Softmax is shift-invariant, so instead of a per-row max (a slow reduction over a short
@@ -450,7 +450,7 @@ class MiniLMModel:
             q = qkv[:, :, 0].transpose(0, 2, 1, 3)  # (B, nh, T, hd), strided views
             k = qkv[:, :, 1].transpose(0, 2, 3, 1)  # (B, nh, hd, T)
             v = qkv[:, :, 2].transpose(0, 2, 1, 3)  # (B, nh, T, hd)
-            ctx = _attention(q, k, v, bias)  # (B, nh, T, hd)
+            ctx = attention(q, k, v, bias)  # (B, nh, T, hd)
             ctx = ctx.transpose(0, 2, 1, 3).reshape(B * T, H)
 
             a = ctx @ L.w_o

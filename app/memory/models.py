@@ -20,21 +20,13 @@ the store searches with (see `app.memory.search.SearchMode`):
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Literal
 
 import msgspec
 
 Source = Literal["explicit", "conversation"]
 State = Literal["current", "superseded"]
-
-SOURCES: tuple[str, ...] = ("explicit", "conversation")
-STATES: tuple[str, ...] = ("current", "superseded")
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
 
 def new_id() -> str:
     return str(uuid.uuid4())
@@ -80,10 +72,3 @@ class NewMemory(msgspec.Struct, frozen=True, kw_only=True):
     entities: list[str] = msgspec.field(default_factory=list)
     created_at: datetime | None = None
     id: str | None = None
-
-
-def as_utc(dt: datetime) -> datetime:
-    """Naive -> UTC; aware -> converted to UTC."""
-    if dt.tzinfo is None:
-        return dt.replace(tzinfo=UTC)
-    return dt.astimezone(UTC)

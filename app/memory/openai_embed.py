@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from app.memory.embed import OPENAI_MAX_BATCH, EmbeddingError, _check_texts, _normalize_rows
+from app.memory.embed import OPENAI_MAX_BATCH, EmbeddingError, check_texts, normalize_rows
 
 if TYPE_CHECKING:
     import openai
@@ -104,10 +104,10 @@ class OpenAIEmbedder:
             raise EmbeddingError(f"{where}: empty vectors")
         if self.dim and width != self.dim:
             raise EmbeddingError(f"{where}: got {width}-dimensional vectors, expected {self.dim}")
-        return _normalize_rows(arr, source=where)
+        return normalize_rows(arr, source=where)
 
     async def embed(self, texts: Sequence[str]) -> np.ndarray:
-        texts = _check_texts(texts)
+        texts = check_texts(texts)
         if not texts:
             return np.empty((0, self.dim), dtype=np.float32)
         parts = []

@@ -11,9 +11,9 @@ from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 
-from app.memory import filters as F
 from app.memory.models import Memory
 from app.memory.schema import ORDERED_COLUMNS, row_to_memory
+from app.storage import filters as F
 
 
 def _ordered(table: Any, where: str, *, ascending: bool, limit: int) -> Any:

@@ -10,11 +10,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from app.chat.pipeline import Retrieved
-from app.chat.request import message_text
+import msgspec
+
+from app.memory.entities import entity_rerank
 from app.memory.models import ScoredMemory
 from app.memory.presence import TenantPresence
-from app.memory.serialize import rfc3339
+from app.messages import message_text
 
 SECTION_OPEN = "<memchat-memory>"
 SECTION_CLOSE = "</memchat-memory>"
@@ -23,6 +24,19 @@ SECTION_INTRO = (
     "Use them when they are relevant; the user's latest message takes precedence over them."
 )
 _CONTEXT_CHARS = 300
+
+
+class Retrieved(msgspec.Struct, frozen=True):
+    """Memories chosen for a request: those used (in the order shown to the model), the system section
+    that carries them, and how many candidates the search found."""
+
+    used: list[ScoredMemory] = msgspec.field(default_factory=list)
+    section: str | None = None
+    searched: int = 0
+
+    @property
+    def memories(self) -> list[str]:
+        return [s.memory.content for s in self.used]
 
 
 class SearchableStore(Protocol):
@@ -50,19 +64,6 @@ def build_query(messages: Sequence[dict[str, Any]]) -> str:
 
 def approx_tokens(text: str) -> int:
     return max(1, len(text) // 4)
-
-
-def memory_ref(scored: ScoredMemory) -> dict[str, Any]:
-    memory = scored.memory
-    return {
-        "id": memory.id,
-        "content": memory.content,
-        "score": round(float(scored.score), 6),
-        "createdAt": rfc3339(memory.created_at),
-        "source": memory.source,
-        "sourceThreadId": memory.source_thread_id,
-        "sourceTurnId": memory.source_turn_id,
-    }
 
 
 def format_section(memories: Sequence[ScoredMemory], token_budget: int) -> tuple[str | None, list[ScoredMemory]]:
@@ -103,13 +104,6 @@ class MemoryRetriever:
         found = [s for s in found if s.score > (self.min_score if self.min_score is not None else 0.0)]
         # Entity boost: a hit whose entities the query names (case-insensitive, whole words) gets
         # `entities.ENTITY_BONUS` added to its score, then the hits are re-sorted (refs show that score).
-        from app.memory.entities import entity_rerank
-
         found = entity_rerank(query, found)
         section, used = format_section(found, self.token_budget)
-        return Retrieved(
-            refs=[memory_ref(s) for s in used],
-            section=section,
-            memories=[s.memory.content for s in used],
-            searched=len(found),
-        )
+        return Retrieved(used=used, section=section, searched=len(found))

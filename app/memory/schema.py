@@ -20,21 +20,18 @@ Schema metadata: ``memchat.embedder``, ``memchat.embedding_dim``, ``memchat.sche
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import random
 from collections.abc import Sequence
-from datetime import datetime, timedelta
-from typing import Any, Protocol
+from datetime import datetime
+from typing import Any
 
 import msgspec
 import numpy as np
 import pyarrow as pa
 
-from app.memory import filters as F
-from app.memory.models import Memory, as_utc, new_id
-
-log = logging.getLogger("app.memory.store")
+from app.memory.models import Memory, new_id
+from app.storage import filters as F
+from app.storage.tables import PK_META, TIMESTAMP
+from app.times import as_utc
 
 TABLE = "memories"
 SCHEMA_VERSION = "1"
@@ -51,19 +48,7 @@ MEMORY_COLUMNS = ["payload"]
 # ordered scan that late-materialises columns: "TakeExec requires ... '_rowid'").
 ORDERED_COLUMNS = ["payload", "created_at", "id"]
 
-_TS = pa.timestamp("us", tz="UTC")
-PK_META = b"lance-schema:unenforced-primary-key:position"
-
-
-class Embedder(Protocol):
-    """What the store needs from ``app.memory.embed`` (structural; any object fits)."""
-
-    name: str
-    dim: int
-
-    async def embed(self, texts: Sequence[str]) -> np.ndarray: ...
-
-    async def aclose(self) -> None: ...
+_TS = TIMESTAMP
 
 
 class EmbedderMismatch(RuntimeError):
@@ -105,37 +90,6 @@ def search_text(content: str, created_at: datetime) -> str:
     travel in March 2023" can match memories by when they were said."""
     d = as_utc(created_at)
     return f"{content}\n{d.day} {d:%B %Y}"
-
-
-# Readers check for other processes' commits at most this often on object stores (each check
-# is a round trip to the bucket). Local directories check on every read (cheap).
-REMOTE_READ_CONSISTENCY = timedelta(seconds=1)
-
-
-def is_local_uri(uri: str) -> bool:
-    return "://" not in uri or uri.startswith("file://")
-
-
-def is_conflict(exc: BaseException) -> bool:
-    msg = str(exc).lower()
-    return any(
-        s in msg
-        for s in ("commit conflict", "conflict", "retryable", "too many concurrent writers", "was concurrently")
-    )
-
-
-async def retry(op, *, what: str, attempts: int = 8, base: float = 0.05):
-    """Run ``op()`` (a coroutine factory), retrying on Lance commit conflicts with jittered
-    exponential backoff; other errors propagate at once."""
-    for i in range(attempts):
-        try:
-            return await op()
-        except Exception as e:
-            if i == attempts - 1 or not is_conflict(e):
-                raise
-            delay = base * (2**i) * (0.5 + random.random())
-            log.info("commit conflict in %s (attempt %d): %s; retrying in %.2fs", what, i + 1, e, delay)
-            await asyncio.sleep(delay)
 
 
 _DECODER = msgspec.json.Decoder(Memory)

@@ -32,6 +32,8 @@ from typing import Any, Literal
 import msgspec
 import numpy as np
 
+from app.storage.filters import and_, current_filter
+
 SearchMode = Literal["fts", "dense", "hybrid", "rrf", "wsum"]
 MODES: tuple[str, ...] = ("fts", "dense", "hybrid", "rrf", "wsum")
 
@@ -266,8 +268,6 @@ async def run_search(
         return await dense_k(await embed_query(query), limit)
     k = max(limit, cfg.candidates)
     if cfg.mode == "hybrid":
-        from app.memory.filters import and_, current_filter
-
         vec = await embed_query(query)
         w = and_(where, current_filter()) if current_only else where
         hits = await decoded(lancedb_hybrid(table, text, vec, w, k, cfg.fts_column, select, cfg.rrf_k))

@@ -5,10 +5,8 @@ understands (``s3://bucket/prefix``, ``gs://``, ``az://``), with ``storage_optio
 through untouched. Nothing here touches the file system directly, and nothing assumes it is
 the only process: several memchat replicas may open the same store. Lance commits are
 optimistic; appends never conflict, and the other writes (merge-insert, update, delete,
-index builds, optimize) are retried here on a commit conflict (`retry`). Readers see other
-processes' commits after ``read_consistency_interval``: "auto" = on every read for a local
-directory, within `REMOTE_READ_CONSISTENCY` (1 s) for an object store, where every check is
-a round trip. A process always sees its own writes at once.
+index builds, optimize) are retried on a commit conflict (`app.storage.tables.retry`). The
+connection comes from `app.storage.connection` (one per process, shared with the other tables).
 
 Table ``memories`` (see `build_schema`): one row per memory; ``tenant`` is an injective
 encoding of (org_id, namespace) (`filters.tenant_key`) that every query filters on with a
@@ -20,54 +18,42 @@ schema metadata; opening with a different embedder raises `EmbedderMismatch`.
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any
 
 import msgspec
 import numpy as np
 import pyarrow as pa
+from lancedb.db import AsyncConnection
+from lancedb.table import AsyncTable
 
-from app.memory import filters as F
 from app.memory import maintenance as M
 from app.memory import paging
-from app.memory.models import Memory, NewMemory, ScoredMemory, as_utc, new_id, utcnow
+from app.memory.embed import Embedder
+from app.memory.limits import check_content, check_entities
+from app.memory.models import Memory, NewMemory, ScoredMemory, new_id
 from app.memory.presence import TenantPresence
-from app.memory.vector_cache import DEFAULT_MAX_BYTES, VectorCache
 from app.memory.schema import (
     MEMORY_COLUMNS,
-    PK_META,
-    REMOTE_READ_CONSISTENCY,
     TABLE,
-    Embedder,
-    EmbedderMismatch,
     build_schema,
     check_embedder,
     decode_hit_row,
-    is_conflict,
-    is_local_uri,
-    log,
-    retry,
     row_to_memory,
-    search_text,
     to_arrow,
 )
 from app.memory.search import SearchConfig, run_search
+from app.memory.vector_cache import DEFAULT_MAX_BYTES, VectorCache
+from app.storage import filters as F
+from app.storage import tables
+from app.storage.connection import connect
+from app.storage.tables import retry
+from app.times import as_utc, utcnow
 
-__all__ = [
-    "MEMORY_COLUMNS",
-    "PK_META",
-    "TABLE",
-    "Embedder",
-    "EmbedderMismatch",
-    "MemoryStore",
-    "SearchConfig",
-    "build_schema",
-    "is_conflict",
-    "retry",
-    "search_text",
-]
+log = logging.getLogger("memchat.memory")
 
 # A vector (ANN) index is only built once the table has this many rows. Below it -- and,
 # with per-tenant prefilters, usually above it too -- a flat search over the tenant's rows
@@ -87,8 +73,8 @@ class MemoryStore:
 
     def __init__(
         self,
-        db,
-        table,
+        db: AsyncConnection,
+        table: AsyncTable,
         embedder: Embedder,
         search_config: SearchConfig,
         vector_index_min_rows: int | None,
@@ -111,32 +97,25 @@ class MemoryStore:
         uri: str,
         embedder: Embedder,
         storage_options: dict[str, str] | None = None,
+        **options: Any,
+    ) -> MemoryStore:
+        """Open the store on its own connection (tools and tests; the server shares one, `open_on`)."""
+        return await cls.open_on(await connect(uri, storage_options), embedder, **options)
+
+    @classmethod
+    async def open_on(
+        cls,
+        db: AsyncConnection,
+        embedder: Embedder,
         *,
         search_config: SearchConfig | None = None,
-        read_consistency_interval: timedelta | None | Literal["auto"] = "auto",
         vector_index_min_rows: int | None = DEFAULT_VECTOR_INDEX_MIN_ROWS,
     ) -> MemoryStore:
-        import lancedb
-
         if int(embedder.dim) == 0 and callable(getattr(embedder, "resolve_dim", None)):
-            await embedder.resolve_dim()  # e.g. an OpenAI embedder learns its dim on first use
-        if read_consistency_interval == "auto":
-            read_consistency_interval = timedelta(0) if is_local_uri(str(uri)) else REMOTE_READ_CONSISTENCY
-        db = await lancedb.connect_async(
-            str(uri),
-            storage_options=dict(storage_options) if storage_options else None,
-            read_consistency_interval=read_consistency_interval,
-        )
+            await embedder.resolve_dim()  # type: ignore[attr-defined]  # an OpenAI embedder learns its dim on first use
         dim = int(embedder.dim)
-        schema = build_schema(embedder.name, dim)
-        try:
-            table = await db.open_table(TABLE)
-        except (ValueError, FileNotFoundError, RuntimeError) as e:
-            if "not found" not in str(e).lower() and "does not exist" not in str(e).lower():
-                raise
-            # exist_ok: another replica may create it at the same moment.
-            table = await db.create_table(TABLE, schema=schema, exist_ok=True)
-        check_embedder(await table.schema(), embedder.name, dim, str(uri))
+        table = await tables.open_or_create(db, TABLE, build_schema(embedder.name, dim))
+        check_embedder(await table.schema(), embedder.name, dim, db.uri)
         cfg = search_config or SearchConfig()
         if dim == 0 and cfg.needs_vectors:
             cfg = SearchConfig(mode="fts", fts_column=cfg.fts_column, preprocess=cfg.preprocess)
@@ -145,14 +124,10 @@ class MemoryStore:
         return store
 
     async def close(self) -> None:
-        for obj in (self._table, self._db):
-            try:
-                obj.close()
-            except Exception as e:  # noqa: BLE001 - closing twice is harmless
-                log.debug("close %r: %s", obj, e)
+        self._table.close()
 
     @property
-    def table(self):
+    def table(self) -> AsyncTable:
         """The underlying LanceDB AsyncTable (benchmarks / maintenance tooling only)."""
         return self._table
 
@@ -201,6 +176,8 @@ class MemoryStore:
         for it in items:
             mid = it.id if it.id is not None else new_id()
             F.check_text(mid, "id")
+            check_content(it.content)
+            check_entities(it.entities)
             if mid in seen:  # the same id twice in one batch: keep the first
                 continue
             seen.add(mid)
@@ -255,16 +232,15 @@ class MemoryStore:
 
     async def delete(self, org_id: str, namespace: str, memory_id: str) -> bool:
         where = F.id_filter(org_id, namespace, memory_id)
-        res = await retry(lambda: self._table.delete(where), what="delete")
+        deleted = await tables.delete_where(self._table, where, what="memories")
         self.vectors.invalidate(org_id, namespace)
-        return res.num_deleted_rows > 0
+        return deleted > 0
 
     async def delete_namespace(self, org_id: str, namespace: str) -> int:
-        where = F.tenant_filter(org_id, namespace)
-        res = await retry(lambda: self._table.delete(where), what="delete_namespace")
+        deleted = await tables.delete_tenant(self._table, org_id, namespace, what="memories")
         self.presence.forget(org_id, namespace)
         self.vectors.invalidate(org_id, namespace)
-        return int(res.num_deleted_rows)
+        return deleted
 
     async def supersede(self, org_id: str, namespace: str, old_id: str, new_id: str) -> bool:
         """Mark ``old_id`` as superseded by ``new_id`` (both in this tenant). Returns False
@@ -294,6 +270,9 @@ class MemoryStore:
         Returns the updated memory, or None if it does not exist in this tenant."""
         if content is not None:
             F.check_text(content, "content")
+            check_content(content)
+        if entities is not None:
+            check_entities(entities)
 
         def change(cur: Memory) -> Memory:
             changes: dict[str, Any] = {"updated_at": max(utcnow(), cur.updated_at)}
@@ -305,7 +284,8 @@ class MemoryStore:
 
         return await self._rewrite(org_id, namespace, memory_id, change)
 
-    async def _rewrite(self, org_id: str, namespace: str, memory_id: str, change) -> Memory | None:
+    async def _rewrite(self, org_id: str, namespace: str, memory_id: str,
+                       change: Callable[[Memory], Memory]) -> Memory | None:
         """Read-modify-write of one memory as a compare-and-swap: the merge-insert only
         matches the row if its ``write_id`` is still the one we read, so a concurrent update
         from another replica is never silently overwritten -- we re-read and re-apply."""
@@ -341,6 +321,12 @@ class MemoryStore:
     async def get(self, org_id: str, namespace: str, memory_id: str) -> Memory | None:
         rows = await self._fetch(F.id_filter(org_id, namespace, memory_id), limit=1)
         return rows[0] if rows else None
+
+    async def superseded_by(self, org_id: str, namespace: str, memory_id: str) -> list[str]:
+        """Ids of the memories ``memory_id`` replaced (one indexed-tenant query on the link column)."""
+        rows = await self._table.query().where(F.superseded_by_filter(org_id, namespace, memory_id)).select(
+            ["id"]).to_arrow()
+        return sorted(rows.column("id").to_pylist())
 
     async def _load_tenant_vectors(self, org_id: str, namespace: str) -> pa.Table:
         return await self._table.query().where(F.tenant_filter(org_id, namespace)).select(
@@ -442,7 +428,8 @@ class MemoryStore:
         """
         async with self._maintain_lock:
             report = await self._ensure_indexes(max_rows=None)
-            report["optimize"] = await M.optimize(self._table, cleanup_older_than)
+            report["optimize"] = await tables.optimize(self._table, what="memories", cleanup_older_than=cleanup_older_than,
+                                                       attempts=3)
             return report
 
     async def _ensure_indexes(self, *, max_rows: int | None) -> dict[str, Any]:

@@ -13,25 +13,27 @@ oldest to newest. One row per replaced version:
 ``replaced_at``  when the PATCH replaced it
 
 The version is recorded *before* the store is updated, so a crash in between leaves a row identical to
-the still-current memory; `history` drops such a row. This module also hosts the small helpers that
-open memchat's own tables and delete a tenant's rows from any table with a ``tenant`` column.
+the still-current memory; `history` drops such a row.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, timedelta
-from typing import Any
+from datetime import datetime
 
 import msgspec
 import pyarrow as pa
+from lancedb.db import AsyncConnection
+from lancedb.table import AsyncTable
 
-from app.memory import filters as F
-from app.memory.models import Memory, as_utc, utcnow
-from app.memory.schema import PK_META, retry
+from app.memory.models import Memory
+from app.storage import filters as F
+from app.storage import tables
+from app.storage.tables import PK_META, TIMESTAMP, retry
+from app.times import as_utc, utcnow
 
 VERSIONS = "memory_versions"
-_TS = pa.timestamp("us", tz="UTC")
+_TS = TIMESTAMP
 
 VERSION_SCHEMA = pa.schema([
     pa.field("key", pa.string(), nullable=False, metadata={PK_META: b"1"}),
@@ -56,41 +58,17 @@ class MemoryVersion(msgspec.Struct, frozen=True, kw_only=True):
     replaced_at: datetime | None  # None: the current version
 
 
-async def open_table(db: Any, name: str, schema: pa.Schema) -> Any:
-    """Open memchat table ``name``, creating it (race-safe) when it does not exist yet."""
-    try:
-        return await db.open_table(name)
-    except (ValueError, FileNotFoundError, RuntimeError) as exc:
-        if "not found" not in str(exc).lower() and "does not exist" not in str(exc).lower():
-            raise
-        return await db.create_table(name, schema=schema, exist_ok=True)
-
-
-async def delete_tenant_rows(table: Any, org_id: str, namespace: str, *, what: str) -> int:
-    """Delete every row of ``table`` whose ``tenant`` column is this (org, namespace); returns the count.
-
-    Works on any memchat table keyed by `filters.tenant_key` (turns, commits, versions, entity marks)."""
-    where = F.tenant_filter(org_id, namespace)
-    res = await retry(lambda: table.delete(where), what=f"{what}.delete_tenant")
-    return int(getattr(res, "num_deleted_rows", 0) or 0)
-
-
-async def maintain_table(table: Any, what: str) -> None:
-    """Compact the small versions that single-row writes leave behind (background maintenance)."""
-    await retry(lambda: table.optimize(cleanup_older_than=timedelta(minutes=10)), what=f"{what}.optimize")
-
-
 def _ts_key(value: datetime) -> str:
     return as_utc(value).strftime("%Y%m%dT%H%M%S.%fZ")
 
 
 class VersionLog:
-    def __init__(self, table: Any) -> None:
+    def __init__(self, table: AsyncTable) -> None:
         self._table = table
 
     @classmethod
-    async def open(cls, db: Any) -> VersionLog:
-        return cls(await open_table(db, VERSIONS, VERSION_SCHEMA))
+    async def open(cls, db: AsyncConnection) -> VersionLog:
+        return cls(await tables.open_or_create(db, VERSIONS, VERSION_SCHEMA))
 
     async def record(self, memory: Memory, *, replaced_at: datetime | None = None) -> None:
         """Keep ``memory`` (the version about to be replaced). Idempotent per (memory, updated_at)."""
@@ -112,7 +90,7 @@ class VersionLog:
 
     async def earlier(self, org_id: str, namespace: str, memory_id: str) -> list[MemoryVersion]:
         """The replaced versions of one memory, oldest first."""
-        where = F.and_(F.tenant_filter(org_id, namespace), f"memory_id = {F.sql_str(memory_id)}")
+        where = F.memory_id_filter(org_id, namespace, [memory_id])
         rows = (await self._table.query().where(where).to_arrow()).to_pylist()
         out = [
             MemoryVersion(memory_id=r["memory_id"], content=r["content"], entities=list(r["entities"] or []),
@@ -135,18 +113,15 @@ class VersionLog:
         return [*kept, now]
 
     async def delete_memory(self, org_id: str, namespace: str, memory_id: str) -> int:
-        where = F.and_(F.tenant_filter(org_id, namespace), f"memory_id = {F.sql_str(memory_id)}")
-        res = await retry(lambda: self._table.delete(where), what="memory_versions.delete")
-        return int(getattr(res, "num_deleted_rows", 0) or 0)
+        return await tables.delete_where(self._table, F.memory_id_filter(org_id, namespace, [memory_id]),
+                                         what=VERSIONS)
 
     async def delete_tenant(self, org_id: str, namespace: str) -> int:
-        return await delete_tenant_rows(self._table, org_id, namespace, what="memory_versions")
+        return await tables.delete_tenant(self._table, org_id, namespace, what=VERSIONS)
 
     async def maintain(self) -> None:
-        await maintain_table(self._table, "memory_versions")
+        await tables.optimize(self._table, what=VERSIONS)
 
     async def count(self, org_id: str, namespace: str, memory_ids: Sequence[str] | None = None) -> int:
-        where = F.tenant_filter(org_id, namespace)
-        if memory_ids:
-            where = F.and_(where, "memory_id IN (" + ", ".join(F.sql_str(i) for i in memory_ids) + ")")
+        where = F.memory_id_filter(org_id, namespace, memory_ids) if memory_ids else F.tenant_filter(org_id, namespace)
         return int(await self._table.count_rows(where))

@@ -1,0 +1,64 @@
+"""How each surface frames a chat stream's events (`app.chat.stream`): the one place that turns
+`Chunk` / `Failure` / `Done` into bytes or messages.
+
+- OpenAI SSE: the upstream's own frames, an error frame on a failure, ``data: [DONE]`` at the end.
+- Personal chat SSE (memories.ai style): ``{"token": ...}`` frames after the session and refs frames;
+  every frame has ``token``, so a line-by-line client never meets a frame without one.
+- Websocket JSON: ``token`` messages; the session decides what follows ``Done``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from app.api.wire import memory_refs
+from app.chat.service import PreparedChat
+from app.chat.stream import ChatStream, Chunk, Done, Failure
+from app.llm.sse import DONE_FRAME, data_frame
+
+
+def chat_headers(chat: PreparedChat) -> dict[str, str]:
+    return {"x-memchat-chat-id": chat.chat_id, "x-memchat-memories": str(len(chat.retrieved.used))}
+
+
+def memory_field(chat: PreparedChat) -> dict[str, Any]:
+    """The ``memory`` object of the OpenAI surface (first streamed chunk, non-stream body)."""
+    return {"refs": memory_refs(chat.retrieved.used), "chat_id": chat.chat_id}
+
+
+async def openai_frames(stream: ChatStream) -> AsyncIterator[bytes]:
+    """OpenAI-framed SSE bytes. One generator layer over the stream: this loop runs per token.
+    (The response that sends these has entered ``stream`` before its first send: `app.api.streaming`.)"""
+    async for event in stream:
+        if type(event) is Chunk:
+            yield event.raw
+        elif type(event) is Failure:
+            yield data_frame({"error": event.error})
+    yield DONE_FRAME
+
+
+def thinkings(chat: PreparedChat) -> list[str]:
+    used = len(chat.retrieved.used)
+    return [f"searched the memories of '{chat.params.namespace or '(global)'}': {chat.retrieved.searched} "
+            f"candidate(s) found, {used} used"]
+
+
+async def personal_frames(stream: ChatStream, chat: PreparedChat, refs: list[dict[str, Any]]) -> AsyncIterator[bytes]:
+    """Personal-chat SSE bytes: session frame, refs frame, token frames, an error frame, ``[DONE]``."""
+    yield data_frame({"token": "", "session_id": chat.chat_id})
+    yield data_frame({"token": "", "refs": refs, "thinkings": thinkings(chat)})
+    async for event in stream:
+        if type(event) is Chunk:
+            if event.delta:
+                yield data_frame({"token": event.delta})
+        elif type(event) is Done and event.outcome.error is not None:
+            yield data_frame({"token": "", "error": event.outcome.error})
+    yield DONE_FRAME
+
+
+def websocket_message(event: Chunk | Failure | Done) -> dict[str, Any] | None:
+    """The websocket message for a stream event (``None``: nothing to send for it)."""
+    if type(event) is Chunk and event.delta:
+        return {"type": "token", "token": event.delta}
+    return None

@@ -1,0 +1,1 @@
+"""Idle commits: conversations become memories exactly once (commit records, committer, scheduler)."""

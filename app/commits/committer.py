@@ -1,0 +1,143 @@
+"""Committing an idle conversation: its not-yet-committed turns become memories, exactly once.
+
+turns → claim (``CommitLog``) → extract (saved in the claim) → embed + write memories under ids derived
+from the commit key (re-running writes nothing new) → supersede contradicted memories → done.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+
+import msgspec
+
+from app.commits.log import CommitLog, CommitRow
+from app.memory.extract import ConversationTurn, ExtractedFact, Extractor
+from app.memory.models import Memory, NewMemory
+from app.memory.store import MemoryStore
+from app.turns.turnlog import TurnLog, TurnRecord
+
+log = logging.getLogger("memchat.commit")
+
+_ID_NAMESPACE = uuid.UUID("6f1f1c1e-6d65-6d63-6861-74636f6d6d69")
+_facts_decoder = msgspec.json.Decoder(list[ExtractedFact])
+
+
+class ChatKey(msgspec.Struct, frozen=True):
+    org_id: str
+    namespace: str
+    chat_id: str
+
+
+class CommitResult(msgspec.Struct, frozen=True):
+    """``status``: committed | nothing | not_idle | busy | lost. ``retry_at`` (epoch seconds) when the
+    conversation must be looked at again."""
+
+    status: str
+    retry_at: float | None = None
+    memories: list[Memory] = msgspec.field(default_factory=list)
+    superseded: int = 0
+
+
+def memory_id(key: str, index: int) -> str:
+    return str(uuid.uuid5(_ID_NAMESPACE, f"{key}#{index}"))
+
+
+def due_time(turns: Sequence[TurnRecord]) -> float:
+    last = max(turns, key=lambda t: t.created_at)
+    return last.created_at.timestamp() + last.commit_after
+
+
+class Committer:
+    def __init__(self, turnlog: TurnLog, commits: CommitLog, store: MemoryStore, extractor: Extractor, *,
+                 owner: str, memory_model: str | None = None,
+                 on_committed: Callable[[ChatKey, list[Memory]], None] | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.turnlog = turnlog
+        self.commits = commits
+        self.store = store
+        self.extractor = extractor
+        self.owner = owner
+        self.memory_model = memory_model
+        self.on_committed = on_committed
+        self.clock = clock  # epoch seconds: idleness is judged against it
+
+    async def pending_turns(self, key: ChatKey) -> tuple[list[TurnRecord], list[CommitRow]]:
+        turns = await self.turnlog.chat_turns(key.org_id, key.namespace, key.chat_id)
+        rows = await self.commits.for_chat(key.org_id, key.namespace, key.chat_id)
+        done_through = max((r.to_seq for r in rows if r.state == "done"), default=0)
+        return [t for t in turns if t.seq > done_through], rows
+
+    async def commit(self, key: ChatKey) -> CommitResult:
+        turns = await self.turnlog.chat_turns(key.org_id, key.namespace, key.chat_id)
+        if not turns:
+            return CommitResult("nothing")
+        due = due_time(turns)
+        if due > self.clock():
+            return CommitResult("not_idle", retry_at=due)
+        pending, rows = await self.pending_turns(key)
+        now = datetime.now(UTC)
+        active = [r for r in rows if r.lease_valid(now) and r.owner != self.owner]
+        if active:
+            return CommitResult("busy", retry_at=max(r.lease_until for r in active).timestamp() + 0.5)
+        stale = [r for r in rows if r.state != "done"]
+        if stale:  # a commit whose owner died: finish that exact range first, with its saved facts
+            target = min(stale, key=lambda r: r.from_seq)
+            from_seq, to_seq = target.from_seq, target.to_seq
+            pending = [t for t in turns if from_seq <= t.seq <= to_seq]
+        elif not pending:
+            return CommitResult("nothing")
+        else:
+            from_seq, to_seq = pending[0].seq, pending[-1].seq
+        row = await self.commits.claim(key.org_id, key.namespace, key.chat_id, from_seq, to_seq, self.owner)
+        if row is None:
+            return CommitResult("busy", retry_at=self.clock() + self.commits.lease.total_seconds())
+        result = await self._run(key, row, pending)
+        if stale:  # more turns may be waiting behind the recovered range
+            return msgspec.structs.replace(result, retry_at=self.clock())
+        return result
+
+    async def _existing(self, key: ChatKey, pending: Sequence[TurnRecord]) -> list[Memory]:
+        text = " ".join(t.user for t in pending)[-2000:]
+        if not text.strip():
+            return []
+        hits = await self.store.search(key.org_id, key.namespace, text, limit=10)
+        return [h.memory for h in hits]
+
+    async def _run(self, key: ChatKey, row: CommitRow, pending: Sequence[TurnRecord]) -> CommitResult:
+        existing = await self._existing(key, pending)
+        if row.facts is not None:
+            facts = _facts_decoder.decode(row.facts)
+        else:
+            turns = [ConversationTurn(seq=t.seq, turn_id=t.turn_id, user=t.user, assistant=t.assistant,
+                                      created_at=t.created_at) for t in pending]
+            model = self.memory_model or next((t.model for t in reversed(pending) if t.model), None)
+            facts = await self.extractor.extract(turns, existing, model=model, now=datetime.now(UTC))
+            if not await self.commits.save_facts(row, msgspec.json.encode(facts).decode()):
+                return CommitResult("lost")
+            row = msgspec.structs.replace(row, state="extracted")
+        by_turn = {t.turn_id: t for t in pending}
+        items = []
+        for index, fact in enumerate(facts):
+            turn = by_turn.get(fact.source_turn_id or "") or pending[-1]
+            items.append(NewMemory(content=fact.content, source="conversation", source_thread_id=key.chat_id,
+                                   source_turn_id=turn.turn_id, entities=list(fact.entities),
+                                   created_at=turn.created_at, id=memory_id(row.commit_key, index)))
+        memories = await self.store.add(key.org_id, key.namespace, items) if items else []
+        known = {m.id for m in existing}
+        superseded = 0
+        for fact, memory in zip(facts, memories, strict=False):
+            for old_id in fact.supersedes:
+                if old_id in known and old_id != memory.id:
+                    superseded += int(await self.store.supersede(key.org_id, key.namespace, old_id, memory.id))
+        if not await self.commits.finish(row, [m.id for m in memories]):
+            return CommitResult("lost")
+        log.info("committed chat %s turns %d-%d: %d memories, %d superseded", key.chat_id, row.from_seq,
+                 row.to_seq, len(memories), superseded)
+        if self.on_committed is not None and memories:
+            self.on_committed(key, memories)
+        return CommitResult("committed", memories=memories, superseded=superseded)
+

@@ -1,0 +1,160 @@
+"""Commit records: who commits which turns of a conversation, exactly once.
+
+One row per (conversation, turn range) in the LanceDB table ``commits``, keyed by ``commit_key`` (a
+LanceDB unenforced primary key, so concurrent inserts of one key conflict at commit time instead of
+duplicating). A commit goes ``claimed`` → ``extracted`` (the extracted facts are saved in the row) →
+``done``. A claim carries a lease: if its owner dies, the lease runs out and another process (or the
+restarted one) takes the row over *with the facts already saved*, so the LLM is not asked twice and the
+memories written — under ids derived from the commit key — are the same ones. Every transition is a
+conditional merge-insert followed by a read-back, so two workers or replicas never both own a commit.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+
+import msgspec
+import pyarrow as pa
+from lancedb.db import AsyncConnection
+from lancedb.table import AsyncTable
+
+from app.storage import filters as F
+from app.storage import tables
+from app.storage.tables import PK_META, TIMESTAMP, retry
+from app.times import as_utc
+
+log = logging.getLogger("memchat.commits")
+
+COMMITS = "commits"
+_TS = TIMESTAMP
+
+COMMIT_SCHEMA = pa.schema([
+    pa.field("commit_key", pa.string(), nullable=False, metadata={PK_META: b"1"}),
+    pa.field("tenant", pa.string(), nullable=False),
+    pa.field("chat_id", pa.string(), nullable=False),
+    pa.field("from_seq", pa.int32(), nullable=False),
+    pa.field("to_seq", pa.int32(), nullable=False),
+    pa.field("state", pa.string(), nullable=False),
+    pa.field("owner", pa.string(), nullable=False),
+    pa.field("lease_until", _TS, nullable=False),
+    pa.field("facts", pa.string()),
+    pa.field("memory_ids", pa.list_(pa.string())),
+    pa.field("updated_at", _TS, nullable=False),
+])
+
+
+class CommitRow(msgspec.Struct, kw_only=True):
+    commit_key: str
+    tenant: str
+    chat_id: str
+    from_seq: int
+    to_seq: int
+    state: str            # claimed | extracted | done
+    owner: str
+    lease_until: datetime
+    facts: str | None = None
+    memory_ids: list[str] = msgspec.field(default_factory=list)
+    updated_at: datetime
+
+    def lease_valid(self, now: datetime) -> bool:
+        return self.state != "done" and self.lease_until > now
+
+
+def commit_key(org_id: str, namespace: str, chat_id: str, from_seq: int, to_seq: int) -> str:
+    return f"{F.tenant_key(org_id, namespace)}/{len(chat_id)}:{chat_id}/{from_seq}-{to_seq}"
+
+
+def _to_arrow(rows: list[CommitRow]) -> pa.Table:
+    return pa.Table.from_pylist([msgspec.structs.asdict(r) for r in rows], schema=COMMIT_SCHEMA)
+
+
+def _from_row(row: dict[str, object]) -> CommitRow:
+    data = dict(row)
+    data["lease_until"] = as_utc(row["lease_until"])  # type: ignore[arg-type]
+    data["updated_at"] = as_utc(row["updated_at"])  # type: ignore[arg-type]
+    data["memory_ids"] = list(row.get("memory_ids") or [])  # type: ignore[call-overload]
+    return msgspec.convert(data, CommitRow)
+
+
+class CommitLog:
+    def __init__(self, table: AsyncTable, *, lease: timedelta) -> None:
+        self._table = table
+        self.lease = lease
+
+    @classmethod
+    async def open(cls, db: AsyncConnection, *, lease: timedelta) -> CommitLog:
+        return cls(await tables.open_or_create(db, COMMITS, COMMIT_SCHEMA), lease=lease)
+
+    async def _query(self, where: str) -> list[CommitRow]:
+        table = await self._table.query().where(where).to_arrow()
+        return [_from_row(r) for r in table.to_pylist()]
+
+    async def for_chat(self, org_id: str, namespace: str, chat_id: str) -> list[CommitRow]:
+        return await self._query(F.chat_filter(org_id, namespace, chat_id))
+
+    async def all_done(self) -> list[CommitRow]:
+        return await self._query("state = 'done'")
+
+    async def get(self, key: str) -> CommitRow | None:
+        rows = await self._query(f"commit_key = {F.sql_str(key)}")
+        return rows[0] if rows else None
+
+    async def claim(self, org_id: str, namespace: str, chat_id: str, from_seq: int, to_seq: int,
+                    owner: str) -> CommitRow | None:
+        """Own the commit of turns ``from_seq..to_seq``: a new row, or a row whose lease ran out (its
+        saved facts kept). Returns the row if ``owner`` now holds it, else None."""
+        key = commit_key(org_id, namespace, chat_id, from_seq, to_seq)
+        now = datetime.now(UTC)
+        existing = await self.get(key)
+        if existing is not None and (existing.state == "done" or existing.lease_valid(now)):
+            return existing if existing.owner == owner and existing.state != "done" else None
+        row = CommitRow(
+            commit_key=key, tenant=F.tenant_key(org_id, namespace), chat_id=chat_id, from_seq=from_seq,
+            to_seq=to_seq, state=existing.state if existing else "claimed", owner=owner,
+            lease_until=now + self.lease, facts=existing.facts if existing else None, memory_ids=[],
+            updated_at=now,
+        )
+        expired = f"target.state <> 'done' AND target.lease_until < {F.sql_timestamp(now)}"
+        data = _to_arrow([row])
+        await retry(
+            lambda: self._table.merge_insert("commit_key")
+            .when_matched_update_all(where=expired)
+            .when_not_matched_insert_all()
+            .execute(data),
+            what="commits.claim",
+        )
+        mine = await self.get(key)
+        if mine is None or mine.owner != owner or mine.state == "done":
+            return None
+        return mine
+
+    async def _update_owned(self, row: CommitRow) -> bool:
+        data = _to_arrow([row])
+        await retry(
+            lambda: self._table.merge_insert("commit_key")
+            .when_matched_update_all(where=f"target.owner = {F.sql_str(row.owner)} AND target.state <> 'done'")
+            .execute(data),
+            what="commits.update",
+        )
+        stored = await self.get(row.commit_key)
+        return stored is not None and stored.owner == row.owner and stored.state == row.state
+
+    async def save_facts(self, row: CommitRow, facts_json: str) -> bool:
+        now = datetime.now(UTC)
+        updated = msgspec.structs.replace(row, state="extracted", facts=facts_json, updated_at=now,
+                                          lease_until=now + self.lease)
+        return await self._update_owned(updated)
+
+    async def finish(self, row: CommitRow, memory_ids: list[str]) -> bool:
+        now = datetime.now(UTC)
+        updated = msgspec.structs.replace(row, state="done", memory_ids=memory_ids, updated_at=now)
+        return await self._update_owned(updated)
+
+    async def delete_tenant(self, org_id: str, namespace: str) -> int:
+        """Forget a tenant's commit records (forget-user)."""
+        return await tables.delete_tenant(self._table, org_id, namespace, what=COMMITS)
+
+    async def maintain(self) -> None:
+        await tables.ensure_btree(self._table, ("commit_key",), what=COMMITS)
+        await tables.optimize(self._table, what=COMMITS)

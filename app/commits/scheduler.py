@@ -1,0 +1,153 @@
+"""Idle-timeout commits: one task in the app's task group owns every conversation's deadline.
+
+Deadline = last activity + ``commit_after``; a new turn pushes it back. The task sleeps in an anyio
+cancel scope until the earliest deadline (``move_on_after``) or until a deadline changes, then hands due
+conversations to the committer (a few at a time). The turn log is the truth: a deadline is only a hint to
+look, and the committer re-checks idleness, so a turn served by another worker simply postpones it.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+
+import anyio
+from anyio.abc import TaskStatus
+
+from app.commits.committer import ChatKey, Committer, CommitResult
+from app.commits.log import CommitLog
+from app.storage.filters import tenant_key
+from app.turns.turnlog import TurnLog, TurnRecord
+
+log = logging.getLogger("memchat.scheduler")
+
+
+class CommitStats:
+    def __init__(self) -> None:
+        self.committed = 0
+        self.failed = 0
+        self.memories_written = 0
+        self.latency_sum = 0.0
+        self.latency_count = 0
+        self.last_latency = 0.0
+
+
+class CommitScheduler:
+    def __init__(self, committer: Committer, *, max_concurrent: int = 4, retry_delay: float = 15.0,
+                 clock: Callable[[], float] = time.time) -> None:
+        """``clock``: epoch seconds, the scale of deadlines (injectable, so tests can move time)."""
+        self.committer = committer
+        self.clock = clock
+        self.stats = CommitStats()
+        self._due: dict[ChatKey, float] = {}
+        self._heap: list[tuple[float, int, ChatKey]] = []
+        self._counter = 0
+        self._wake = anyio.Event()
+        self._running: set[ChatKey] = set()
+        self._limiter = anyio.CapacityLimiter(max_concurrent)
+        self._retry_delay = retry_delay
+        self._failures: dict[ChatKey, int] = {}
+
+    @property
+    def pending(self) -> int:
+        return len(self._due)
+
+    @property
+    def committing(self) -> int:
+        """Conversations whose commit is due and started: running, or waiting for one of the
+        ``max_concurrent`` slots."""
+        return len(self._running)
+
+    @property
+    def committing_now(self) -> int:
+        """Commits holding a slot right now (at most ``max_concurrent``)."""
+        return int(self._limiter.borrowed_tokens)
+
+    def touch(self, key: ChatKey, due: float) -> None:
+        """Look at ``key`` at ``due`` (epoch seconds); replaces any earlier deadline."""
+        self._due[key] = due
+        self._counter += 1
+        heapq.heappush(self._heap, (due, self._counter, key))
+        self._wake.set()
+
+    def touch_turn(self, record: TurnRecord) -> None:
+        self.touch(ChatKey(record.org_id, record.namespace, record.chat_id),
+                   record.created_at.timestamp() + record.commit_after)
+
+    def _pop_due(self, now: float) -> list[ChatKey]:
+        ready: list[ChatKey] = []
+        while self._heap and self._heap[0][0] <= now:
+            due, _, key = heapq.heappop(self._heap)
+            if self._due.get(key) != due or key in self._running:
+                continue  # superseded by a later touch, or being committed (re-touched after)
+            del self._due[key]
+            ready.append(key)
+        return ready
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        async with anyio.create_task_group() as commits:
+            task_status.started()
+            while True:
+                for key in self._pop_due(self.clock()):
+                    self._running.add(key)
+                    commits.start_soon(self._commit, key)
+                delay = self._heap[0][0] - self.clock() if self._heap else math.inf
+                self._wake = anyio.Event()
+                with anyio.move_on_after(max(delay, 0.0)):
+                    await self._wake.wait()
+
+    async def _commit(self, key: ChatKey) -> None:
+        started = time.perf_counter()
+        result: CommitResult | None = None
+        try:
+            async with self._limiter:
+                result = await self.committer.commit(key)
+        except Exception:
+            failures = self._failures.get(key, 0) + 1
+            self._failures[key] = failures
+            self.stats.failed += 1
+            delay = min(self._retry_delay * 2 ** (failures - 1), 3600)
+            log.exception("commit of chat %s failed (attempt %d); retrying in %.0fs", key.chat_id, failures, delay)
+            self._running.discard(key)
+            self.touch(key, max(self.clock() + delay, self._due.get(key, 0.0)))
+            return
+        self._running.discard(key)
+        self._failures.pop(key, None)
+        if result.status == "committed":
+            elapsed = time.perf_counter() - started
+            self.stats.committed += 1
+            self.stats.memories_written += len(result.memories)
+            self.stats.latency_sum += elapsed
+            self.stats.latency_count += 1
+            self.stats.last_latency = elapsed
+        if key in self._due:  # touched while committing: its heap entry was skipped, so re-arm it
+            self.touch(key, self._due[key])
+        elif result.retry_at is not None:
+            self.touch(key, result.retry_at)
+
+    async def recover(self, turnlog: TurnLog, commits: CommitLog) -> int:
+        """At start-up: every conversation with uncommitted turns gets its deadline back (overdue ones
+        commit at once). Returns how many conversations were scheduled."""
+        turns: Sequence[TurnRecord] = await turnlog.activity_since(None)
+        done = await commits.all_done()
+        done_through: dict[tuple[str, str], int] = {}
+        for row in done:
+            k = (row.tenant, row.chat_id)
+            done_through[k] = max(done_through.get(k, 0), row.to_seq)
+        latest: dict[ChatKey, TurnRecord] = {}
+        unfinished: set[ChatKey] = set()
+        for turn in turns:
+            key = ChatKey(turn.org_id, turn.namespace, turn.chat_id)
+            if turn.seq > done_through.get((tenant_key(turn.org_id, turn.namespace), turn.chat_id), 0):
+                unfinished.add(key)
+            have = latest.get(key)
+            if have is None or turn.created_at > have.created_at:
+                latest[key] = turn
+        for key in unfinished:
+            self.touch_turn(latest[key])
+        if unfinished:
+            log.info("recovered %d conversation(s) with uncommitted turns", len(unfinished))
+        return len(unfinished)

@@ -1,0 +1,1 @@
+"""Conversations: the durable turn log, its local journal, and which conversation a request continues."""
