@@ -48,6 +48,12 @@ class StoreSettings(msgspec.Struct, frozen=True):
     def memory_uri(self) -> str:
         return self.uri or str(self.data_dir / "lancedb")
 
+    @property
+    def remote(self) -> bool:
+        """The store is an object store (``s3://``, ``gs://``, ``az://`` ...), shared by replicas."""
+        uri = self.memory_uri
+        return "://" in uri and not uri.startswith("file://")
+
 
 class MemorySettings(msgspec.Struct, frozen=True):
     embedder: str = "local"
@@ -61,16 +67,30 @@ class MemorySettings(msgspec.Struct, frozen=True):
     maintenance_interval: float = 30.0
     commit_lease: float = 120.0
     commit_concurrency: int = 4
+    commit_sweep_interval: float = 5.0   # how often the turn log is read for conversations other processes left
+    commit_takeover_grace: float = 5.0   # seconds past a conversation's deadline before another process commits it
     empty_namespace_ttl: float = 2.0  # how long "this namespace has no memories" is trusted
     vector_cache_mb: int = 256        # namespaces' vectors kept in memory for the dense leg (0: off)
     vector_cache_ttl: float = 5.0     # seconds before a cached namespace is reloaded
 
 
 class TurnLogSettings(msgspec.Struct, frozen=True):
-    journal: bool = True          # local write-ahead journal, batched into LanceDB (app.chat.turnlog)
+    journal: bool | None = None   # local write-ahead journal, batched into LanceDB (app.turns.turnlog);
+                                  # None: on for a local store, off for an object store (see `journal_for`)
     fsync: bool = False           # fsync each journal group: power-loss safe; a kill -9 needs only write()
     flush_interval: float = 1.0   # seconds between journal -> table flushes
     flush_rows: int = 1000        # ... or sooner, once this many turns wait
+
+    def journal_for(self, store: StoreSettings) -> tuple[bool, str]:
+        """Whether answered turns go through the local journal, and why (logged at start-up). A local
+        journal survives ``kill -9`` but not the loss of the host, so replicas on an object store write
+        each turn to the store before the reply ends unless told otherwise."""
+        if self.journal is not None:
+            return self.journal, "MEMCHAT_TURNLOG_JOURNAL=" + ("true" if self.journal else "false")
+        if store.remote:
+            return False, ("the store is remote: each answered turn is written to it before the reply ends, "
+                           "so it survives the loss of this host")
+        return True, "the store is local: answered turns are journaled on this host's disk and flushed in batches"
 
 
 class AuthSettings(msgspec.Struct, frozen=True):
@@ -137,6 +157,13 @@ def _nonneg(env: Mapping[str, str], name: str, default: float) -> float:
     return value
 
 
+def _auto_bool(env: Mapping[str, str], name: str) -> bool | None:
+    """``auto`` (or unset) is None; otherwise a boolean."""
+    if (env.get(name) or "").strip().lower() in ("", "auto"):
+        return None
+    return _bool(env, name, False)
+
+
 def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     raw = (env.get(name) or "").strip().lower()
     if not raw:
@@ -196,12 +223,14 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
             maintenance_interval=_float(env, "MEMCHAT_MAINTENANCE_INTERVAL", 30.0) or 30.0,
             commit_lease=_float(env, "MEMCHAT_COMMIT_LEASE", 120.0) or 120.0,
             commit_concurrency=_int(env, "MEMCHAT_COMMIT_CONCURRENCY", 4, minimum=1),
+            commit_sweep_interval=max(0.1, _nonneg(env, "MEMCHAT_COMMIT_SWEEP_INTERVAL", 5.0)),
+            commit_takeover_grace=_nonneg(env, "MEMCHAT_COMMIT_TAKEOVER_GRACE", 5.0),
             empty_namespace_ttl=_nonneg(env, "MEMCHAT_EMPTY_NAMESPACE_TTL", 2.0),
             vector_cache_mb=_int(env, "MEMCHAT_VECTOR_CACHE_MB", 256),
             vector_cache_ttl=_nonneg(env, "MEMCHAT_VECTOR_CACHE_TTL", 5.0),
         ),
         turnlog=TurnLogSettings(
-            journal=_bool(env, "MEMCHAT_TURNLOG_JOURNAL", True),
+            journal=_auto_bool(env, "MEMCHAT_TURNLOG_JOURNAL"),
             fsync=_bool(env, "MEMCHAT_TURNLOG_FSYNC", False),
             flush_interval=max(0.01, _nonneg(env, "MEMCHAT_TURNLOG_FLUSH_INTERVAL", 1.0)),
             flush_rows=_int(env, "MEMCHAT_TURNLOG_FLUSH_ROWS", 1000, minimum=1),

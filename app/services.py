@@ -23,6 +23,7 @@ from app.chat.service import ChatService
 from app.commits.committer import ChatKey, Committer
 from app.commits.log import CommitLog
 from app.commits.scheduler import CommitScheduler
+from app.commits.sweeper import CommitSweeper
 from app.config import Settings
 from app.llm.backend import ChatBackend
 from app.llm.offline import OfflineResponder
@@ -82,6 +83,7 @@ class Services:
     commits: CommitLog
     conversations: Conversations
     scheduler: CommitScheduler
+    sweeper: CommitSweeper
     chat: ChatService
     memories: MemoryService
     events: EventHub
@@ -105,7 +107,10 @@ class Services:
             store.vectors.ttl = settings.memory.vector_cache_ttl
         stack.push_async_callback(store.close)
         turns = settings.turnlog
-        turnlog = await TurnLog.open(db, settings.store.data_dir / "turns-journal" if turns.journal else None,
+        journal, why = turns.journal_for(settings.store)
+        log.info("turn log: %s (%s)", "local journal, flushed to the store in batches" if journal
+                 else "each turn written to the store before the reply ends", why)
+        turnlog = await TurnLog.open(db, settings.store.data_dir / "turns-journal" if journal else None,
                                      fsync=turns.fsync, flush_interval=turns.flush_interval,
                                      flush_rows=turns.flush_rows)
         commits = await CommitLog.open(db, lease=timedelta(seconds=settings.memory.commit_lease))
@@ -114,7 +119,7 @@ class Services:
             store, await VersionLog.open(db), await EntityMarks.open(db),
             EntityExtractor(model_client, settings.memory.memory_model or settings.server.default_model),  # type: ignore[arg-type]
             conversation_data={"turns": turnlog, "commits": commits},
-            forget_again_after=turns.flush_interval + FORGET_GRACE if turns.journal else None)
+            forget_again_after=turns.flush_interval + FORGET_GRACE if journal else None)
 
         events = EventHub()
         extractor = build_extractor(settings.memory.extractor, client=model_client,  # type: ignore[arg-type]
@@ -128,6 +133,8 @@ class Services:
         committer = Committer(turnlog, commits, store, extractor, owner=owner,
                               memory_model=settings.memory.memory_model, on_committed=committed)
         scheduler = CommitScheduler(committer, max_concurrent=settings.memory.commit_concurrency)
+        sweeper = CommitSweeper(scheduler, turnlog, commits, interval=settings.memory.commit_sweep_interval,
+                                grace=settings.memory.commit_takeover_grace)
         conversations = Conversations(turnlog, default_commit_after=settings.memory.commit_after,
                                       on_recorded=scheduler.touch_turn)
         retriever = MemoryRetriever(store, top_k=settings.memory.top_k, min_score=settings.memory.min_score,
@@ -136,7 +143,7 @@ class Services:
         log.info("memory: store %s, embedder %s, extractor %s", settings.store.memory_uri, embedder.name,
                  extractor.name)
         return cls(settings=settings, keyring=keyring, db=db, backend=backend, store=store, turnlog=turnlog,
-                   commits=commits, conversations=conversations, scheduler=scheduler, chat=chat,
+                   commits=commits, conversations=conversations, scheduler=scheduler, sweeper=sweeper, chat=chat,
                    memories=memories, events=events)
 
     async def run_background(self, task_group: TaskGroup) -> None:
@@ -145,7 +152,7 @@ class Services:
         self.memories.task_group = task_group
         await task_group.start(self.turnlog.run_writer)
         await task_group.start(self.scheduler.run)
-        await self.scheduler.recover(self.turnlog, self.commits)
+        await task_group.start(self.sweeper.run)
         task_group.start_soon(self._maintenance_loop)
         warmup = getattr(self.store.embedder, "warmup", None)
         if warmup is not None:  # load the local model off the request path

@@ -12,17 +12,18 @@ import heapq
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections import OrderedDict
+from collections.abc import Callable
 
 import anyio
 from anyio.abc import TaskStatus
 
 from app.commits.committer import ChatKey, Committer, CommitResult
-from app.commits.log import CommitLog
-from app.storage.filters import tenant_key
-from app.turns.turnlog import TurnLog, TurnRecord
+from app.turns.turnlog import TurnRecord
 
 log = logging.getLogger("memchat.scheduler")
+
+SETTLED_MEMORY = 100_000  # conversations remembered as committed (bounds the sweeper's re-checks)
 
 
 class CommitStats:
@@ -50,6 +51,8 @@ class CommitScheduler:
         self._limiter = anyio.CapacityLimiter(max_concurrent)
         self._retry_delay = retry_delay
         self._failures: dict[ChatKey, int] = {}
+        # conversation -> when this process last found it fully committed (its own commit, or nothing left)
+        self._settled: OrderedDict[ChatKey, float] = OrderedDict()
 
     @property
     def pending(self) -> int:
@@ -77,6 +80,20 @@ class CommitScheduler:
         self.touch(ChatKey(record.org_id, record.namespace, record.chat_id),
                    record.created_at.timestamp() + record.commit_after)
 
+    def watching(self, key: ChatKey, last_turn_at: float) -> bool:
+        """Whether this process already has ``key`` in hand: a deadline, a commit running, or a commit
+        that started after its last turn."""
+        if key in self._due or key in self._running:
+            return True
+        settled = self._settled.get(key)
+        return settled is not None and settled > last_turn_at
+
+    def _settle(self, key: ChatKey, at: float) -> None:
+        self._settled[key] = at
+        self._settled.move_to_end(key)
+        while len(self._settled) > SETTLED_MEMORY:
+            self._settled.popitem(last=False)
+
     def _pop_due(self, now: float) -> list[ChatKey]:
         ready: list[ChatKey] = []
         while self._heap and self._heap[0][0] <= now:
@@ -101,6 +118,7 @@ class CommitScheduler:
 
     async def _commit(self, key: ChatKey) -> None:
         started = time.perf_counter()
+        started_at = self.clock()
         result: CommitResult | None = None
         try:
             async with self._limiter:
@@ -116,6 +134,8 @@ class CommitScheduler:
             return
         self._running.discard(key)
         self._failures.pop(key, None)
+        if result.status in ("committed", "nothing"):
+            self._settle(key, started_at)
         if result.status == "committed":
             elapsed = time.perf_counter() - started
             self.stats.committed += 1
@@ -127,27 +147,3 @@ class CommitScheduler:
             self.touch(key, self._due[key])
         elif result.retry_at is not None:
             self.touch(key, result.retry_at)
-
-    async def recover(self, turnlog: TurnLog, commits: CommitLog) -> int:
-        """At start-up: every conversation with uncommitted turns gets its deadline back (overdue ones
-        commit at once). Returns how many conversations were scheduled."""
-        turns: Sequence[TurnRecord] = await turnlog.activity_since(None)
-        done = await commits.all_done()
-        done_through: dict[tuple[str, str], int] = {}
-        for row in done:
-            k = (row.tenant, row.chat_id)
-            done_through[k] = max(done_through.get(k, 0), row.to_seq)
-        latest: dict[ChatKey, TurnRecord] = {}
-        unfinished: set[ChatKey] = set()
-        for turn in turns:
-            key = ChatKey(turn.org_id, turn.namespace, turn.chat_id)
-            if turn.seq > done_through.get((tenant_key(turn.org_id, turn.namespace), turn.chat_id), 0):
-                unfinished.add(key)
-            have = latest.get(key)
-            if have is None or turn.created_at > have.created_at:
-                latest[key] = turn
-        for key in unfinished:
-            self.touch_turn(latest[key])
-        if unfinished:
-            log.info("recovered %d conversation(s) with uncommitted turns", len(unfinished))
-        return len(unfinished)

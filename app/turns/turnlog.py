@@ -352,5 +352,5 @@ class TurnLog:
 
     async def maintain(self) -> None:
         """Index the lookup columns and compact the small versions group commit leaves behind."""
-        await tables.ensure_btree(self._table, ("tenant", "chat_id", "transcript_hash"), what=TURNS)
+        await tables.ensure_btree(self._table, ("tenant", "chat_id", "transcript_hash", "created_at"), what=TURNS)
         await tables.optimize(self._table, what=TURNS)
