@@ -19,7 +19,7 @@ from typing import Protocol
 import msgspec
 
 from app.testkit.chunks import decode_chunk, decode_message
-from app.testkit.sse import DONE
+from app.testkit.sse import DONE, read_frame
 from bench_common import API_KEY, MODEL, RawClient, StreamResult
 
 AUTH = {"authorization": f"Bearer {API_KEY}"}
@@ -102,17 +102,13 @@ class SoakClient(RawClient):
             res.done = now
             return
         try:
-            if self.surface == "personal-sse":
-                m = decode_message(payload)
-                text, err, res.chat_id = m.token, m.error, m.session_id or res.chat_id
-            else:
-                c = decode_chunk(payload)
-                text, err = c.delta_text(), c.error
+            text, err, session = read_frame(payload, memories_style=self.surface == "personal-sse")
         except msgspec.DecodeError:
             res.kind, res.error = "bad_frame", f"undecodable frame {payload[:120]!r}"
             return
         if err is not None:
             res.kind, res.error = "error_frame", f"error frame: {str(err)[:160]}"
+        res.chat_id = session or res.chat_id
         res.token(text, now)
 
 

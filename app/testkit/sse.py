@@ -1,5 +1,5 @@
 """Server-sent events on the client side: ``SSEDecoder`` cuts ``data:`` payloads out of a byte stream,
-and ``SSEClient`` times every frame of a streamed request on a ``RawConnection`` (time to first token,
+``read_frame`` reads one (OpenAI chunk or memories.ai-style frame), and ``SSEClient`` times every frame of a streamed request on a ``RawConnection`` (time to first token,
 gaps between tokens, arrival of ``[DONE]``), for OpenAI chunks by default; subclasses read other frames
 (the memories.ai-style ones) by overriding the ``on_*`` hooks.
 """
@@ -10,10 +10,11 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import msgspec
 
-from .chunks import decode_chunk
+from .chunks import decode_chunk, decode_message
 from .rawhttp import RawConnection, is_chunked
 
 DONE = b"[DONE]"
@@ -32,6 +33,17 @@ class SSEDecoder:
             return []
         *frames, self._buf = buf.split(b"\n\n")
         return [line[5:].strip() for frame in frames for line in frame.split(b"\n") if line.startswith(b"data:")]
+
+
+def read_frame(payload: bytes, memories_style: bool = False) -> tuple[str | None, Any, str | None]:
+    """(text, error, session id) of one ``data:`` payload that is not ``[DONE]``: an OpenAI chunk (the
+    first choice's delta), or with ``memories_style`` a personal-chat frame (``token``, ``session_id``).
+    Raises ``msgspec.DecodeError`` for anything else."""
+    if memories_style:
+        m = decode_message(payload)
+        return m.token, m.error, m.session_id
+    c = decode_chunk(payload)
+    return c.delta_text(), c.error, None
 
 
 @dataclass
@@ -110,12 +122,12 @@ class SSEClient(RawConnection):
             return
         res.last_data = now
         try:
-            chunk = decode_chunk(payload)
+            text, error, _session = read_frame(payload)
         except msgspec.DecodeError:
             return
-        if chunk.error is not None:
-            res.error = f"error frame: {str(chunk.error)[:150]}"
-        if chunk.delta_text():
+        if error is not None:
+            res.error = f"error frame: {str(error)[:150]}"
+        if text:
             res.content_times.append(now)
             if res.ttft is None:
                 res.ttft = now - res.start
