@@ -1,5 +1,5 @@
 """Synthetic memories and user questions for the load benchmarks (``bench_proxy.py``, ``soak.py``): varied
-enough that no cache sees the same text twice, and deterministic for a given seed."""
+enough that no cache sees the same text twice, and the same on every run (fixed random generators)."""
 
 from __future__ import annotations
 
