@@ -33,10 +33,10 @@ import httpx2
 import msgspec
 import openai
 
-from app.chat.turnjournal import Journal
-from app.chat.turnlog import TurnLog, TurnRecord
-from app.memory.embed import LocalEmbedder
-from app.memory.presence import TenantPresence
+from app.chat.turnjournal import Journal  # noqa: E402
+from app.chat.turnlog import TurnLog, TurnRecord  # noqa: E402
+from app.memory.embed import LocalEmbedder  # noqa: E402
+from app.memory.presence import TenantPresence  # noqa: E402
 from app.testkit import FakeUpstream
 
 
