@@ -58,7 +58,7 @@ class KeyRing:
         self._static = [(_digest(key), org, f"env:{idx}") for idx, (key, org) in enumerate(static_keys.items())]
         self._stored: list[StoredKey] = []
         self._stored_digests: list[tuple[bytes, StoredKey]] = []
-        self._mtime: float | None = None
+        self._seen: tuple[int, int, int, int] | None = None  # the key file version last read (see `_reload`)
         self._reload()
 
     # -- key file ------------------------------------------------------------------------------------
@@ -66,14 +66,17 @@ class KeyRing:
         try:
             stat = self._key_file.stat()
         except FileNotFoundError:
-            self._stored, self._stored_digests, self._mtime = [], [], None
+            self._stored, self._stored_digests, self._seen = [], [], None
             return
-        if self._mtime == stat.st_mtime_ns:
+        # Every write replaces the file (a new inode); the timestamps alone may not change within one
+        # filesystem tick, so the version is inode + size + mtime + ctime.
+        version = (stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+        if self._seen == version:
             return
         data = msgspec.json.decode(self._key_file.read_bytes(), type=KeyFile)
         self._stored = data.keys
         self._stored_digests = [(bytes.fromhex(k.digest), k) for k in data.keys if not k.revoked]
-        self._mtime = stat.st_mtime_ns
+        self._seen = version
 
     def _write(self) -> None:
         self._key_file.parent.mkdir(parents=True, exist_ok=True)
@@ -85,7 +88,7 @@ class KeyRing:
             os.fsync(fh.fileno())
         os.chmod(tmp, 0o600)
         os.replace(tmp, self._key_file)
-        self._mtime = None
+        self._seen = None
         self._reload()
 
     def create(self, org_id: str) -> tuple[str, StoredKey]:

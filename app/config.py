@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -65,7 +66,7 @@ class MemorySettings(msgspec.Struct, frozen=True):
     extractor: str = "llm"
     memory_model: str | None = None
     maintenance_interval: float = 30.0
-    commit_lease: float = 120.0
+    commit_lease: float = 60.0          # > the extractor's 30 s timeout: a live commit never loses its claim
     commit_concurrency: int = 4
     commit_sweep_interval: float = 5.0   # how often the turn log is read for conversations other processes left
     commit_takeover_grace: float = 5.0   # seconds past a conversation's deadline before another process commits it
@@ -126,7 +127,7 @@ def parse_api_keys(raw: str) -> dict[str, str]:
     return keys
 
 
-def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0, maximum: int | None = None) -> int:
     raw = env.get(name)
     if raw is None or raw.strip() == "":
         return default
@@ -136,6 +137,8 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> i
         raise ConfigError(f"{name} must be an integer, got {raw!r}") from exc
     if value < minimum:
         raise ConfigError(f"{name} must be >= {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise ConfigError(f"{name} must be <= {maximum}, got {value}")
     return value
 
 
@@ -144,9 +147,21 @@ def _float(env: Mapping[str, str], name: str, default: float | None) -> float | 
     if raw is None or raw.strip() == "":
         return default
     try:
-        return float(raw)
+        value = float(raw)
     except ValueError as exc:
         raise ConfigError(f"{name} must be a number, got {raw!r}") from exc
+    if not math.isfinite(value):
+        raise ConfigError(f"{name} must be a finite number, got {raw!r}")
+    return value
+
+
+def _positive(env: Mapping[str, str], name: str, default: float) -> float:
+    """A duration that must be > 0 (a timeout, a lease, an interval)."""
+    value = _float(env, name, default)
+    assert value is not None
+    if value <= 0:
+        raise ConfigError(f"{name} must be > 0 seconds, got {value:g}")
+    return value
 
 
 def _nonneg(env: Mapping[str, str], name: str, default: float) -> float:
@@ -176,7 +191,7 @@ def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
 
 
 def _choice(env: Mapping[str, str], name: str, default: str, choices: set[str]) -> str:
-    value = (env.get(name) or default).strip().lower()
+    value = (env.get(name) or "").strip().lower() or default
     if value not in choices:
         raise ConfigError(f"{name} must be one of {sorted(choices)}, got {value!r}")
     return value
@@ -195,16 +210,16 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
     return Settings(
         server=ServerSettings(
             host=env.get("MEMCHAT_HOST", "127.0.0.1"),
-            port=_int(env, "MEMCHAT_PORT", 8000),
+            port=_int(env, "MEMCHAT_PORT", 8000, maximum=65535),
             workers=_int(env, "MEMCHAT_WORKERS", 1, minimum=1),
-            sse_ping_interval=_float(env, "MEMCHAT_SSE_PING_INTERVAL", 15.0) or 15.0,
+            sse_ping_interval=_positive(env, "MEMCHAT_SSE_PING_INTERVAL", 15.0),
             default_model=env.get("MEMCHAT_DEFAULT_MODEL", "gpt-4o-mini"),
         ),
         upstream=UpstreamSettings(
             base_url=base_url,
             api_key=api_key,
-            timeout=_float(env, "MEMCHAT_UPSTREAM_TIMEOUT", 600.0) or 600.0,
-            connect_timeout=_float(env, "MEMCHAT_UPSTREAM_CONNECT_TIMEOUT", 10.0) or 10.0,
+            timeout=_positive(env, "MEMCHAT_UPSTREAM_TIMEOUT", 600.0),
+            connect_timeout=_positive(env, "MEMCHAT_UPSTREAM_CONNECT_TIMEOUT", 10.0),
         ),
         store=StoreSettings(
             data_dir=Path(env.get("MEMCHAT_DATA_DIR", "data")),
@@ -220,8 +235,8 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
             commit_after=_int(env, "MEMCHAT_COMMIT_AFTER", 120),
             extractor=_choice(env, "MEMCHAT_EXTRACTOR", "llm", {"llm", "heuristic"}),
             memory_model=(env.get("MEMCHAT_MEMORY_MODEL") or "").strip() or None,
-            maintenance_interval=_float(env, "MEMCHAT_MAINTENANCE_INTERVAL", 30.0) or 30.0,
-            commit_lease=_float(env, "MEMCHAT_COMMIT_LEASE", 120.0) or 120.0,
+            maintenance_interval=_positive(env, "MEMCHAT_MAINTENANCE_INTERVAL", 30.0),
+            commit_lease=_positive(env, "MEMCHAT_COMMIT_LEASE", 60.0),
             commit_concurrency=_int(env, "MEMCHAT_COMMIT_CONCURRENCY", 4, minimum=1),
             commit_sweep_interval=max(0.1, _nonneg(env, "MEMCHAT_COMMIT_SWEEP_INTERVAL", 5.0)),
             commit_takeover_grace=_nonneg(env, "MEMCHAT_COMMIT_TAKEOVER_GRACE", 5.0),

@@ -115,12 +115,6 @@ class Services:
                                      flush_rows=turns.flush_rows)
         commits = await CommitLog.open(db, lease=timedelta(seconds=settings.memory.commit_lease))
         model_client = None if backend.offline else backend
-        memories = MemoryService(
-            store, await VersionLog.open(db), await EntityMarks.open(db),
-            EntityExtractor(model_client, settings.memory.memory_model or settings.server.default_model),  # type: ignore[arg-type]
-            conversation_data={"turns": turnlog, "commits": commits},
-            forget_again_after=turns.flush_interval + FORGET_GRACE if journal else None)
-
         events = EventHub()
         extractor = build_extractor(settings.memory.extractor, client=model_client,  # type: ignore[arg-type]
                                     model=settings.memory.memory_model, offline=backend.offline)
@@ -137,6 +131,11 @@ class Services:
                                 grace=settings.memory.commit_takeover_grace)
         conversations = Conversations(turnlog, default_commit_after=settings.memory.commit_after,
                                       on_recorded=scheduler.touch_turn)
+        memories = MemoryService(
+            store, await VersionLog.open(db), await EntityMarks.open(db),
+            EntityExtractor(model_client, settings.memory.memory_model or settings.server.default_model),  # type: ignore[arg-type]
+            conversation_data={"turns": conversations, "commits": commits},
+            forget_again_after=turns.flush_interval + FORGET_GRACE if journal else None)
         retriever = MemoryRetriever(store, top_k=settings.memory.top_k, min_score=settings.memory.min_score,
                                     token_budget=settings.memory.token_budget)
         chat = ChatService(backend, conversations, retriever, default_model=settings.server.default_model)

@@ -1,9 +1,10 @@
-"""Shared helpers for the proxy-level benchmarks (``bench_proxy.py``, ``bench_turnlog.py``).
+"""Shared helpers for the proxy-level benchmarks (``bench_proxy.py``, ``bench_turnlog.py``, ``soak.py``).
 
 * process accounting from ``/proc`` (CPU seconds and RSS of a process and its live descendants),
-* a lean raw-socket HTTP/1.1 SSE client (keep-alive, chunked decoding, one timestamp per SSE frame)
-  so the client costs little CPU when hundreds of streams share the 2 cores with the servers,
-* launchers: the fake upstream, memchat (via ``tests/support``) and, if available, a LiteLLM proxy,
+* the test kit's lean raw-socket SSE client (``app.testkit.sse.SSEClient``, re-exported as ``RawClient``)
+  and a closed-loop load on it,
+* launchers, all on the kit's ``ManagedProcess``: the fake upstream, memchat, the bare passthrough and,
+  if available, a LiteLLM proxy,
 * percentiles, versions, and a writer that replaces only its own ``## section`` of docs/benchmarks.md.
 
 Everything talks to 127.0.0.1 only.
@@ -18,36 +19,29 @@ import platform
 import re
 import resource
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
+from app.testkit import REPO_ROOT, FakeUpstream, ManagedProcess, MemchatServer, free_port, http_ready
+from app.testkit.sse import SSEClient as RawClient
+from app.testkit.sse import StreamResult
+
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from tests.support.fake_upstream import FakeUpstream, free_port  # noqa: E402
-from tests.support.server import MemchatServer  # noqa: E402
-
 API_KEY = "benchkey"
 ORG = "benchorg"
 MODEL = "fake-gpt"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 DOCS = ROOT / "docs" / "benchmarks.md"
 
-# Where memchat's ``app`` package is taken from (the work tree, or a git ref exported by ``use_app_ref``).
-APP_DIR = ROOT
-_EXPORTS: list[Path] = []
+# Set (to "<export dir>\t<description>") in a run that ``use_app_ref`` started again on an exported git ref.
+SOURCE_ENV = "MEMCHAT_BENCH_SOURCE"
 
 # The fake's cadences (seconds).
 REALISTIC = {"first_token_delay": 0.05, "token_delay": 1 / 30}
@@ -220,152 +214,7 @@ def fmt(v: float, digits: int = 1) -> str:
     return f"{v:.{digits}f}"
 
 
-# ------------------------------------------------------------------------------------------ raw SSE client
-
-
-class _Delta(msgspec.Struct):
-    content: str | None = None
-
-
-class _Choice(msgspec.Struct):
-    delta: _Delta | None = None
-    finish_reason: str | None = None
-
-
-class _Chunk(msgspec.Struct):
-    choices: list[_Choice] | None = None
-    error: Any = None
-
-
-_decode_chunk = msgspec.json.Decoder(_Chunk).decode
-
-
-@dataclass
-class StreamResult:
-    start: float
-    status: int = 0
-    ttft: float | None = None              # request sent -> first non-empty content frame (s)
-    content_times: list[float] = field(default_factory=list)
-    last_data: float | None = None         # arrival of the last data frame before [DONE]
-    done: float | None = None              # arrival of ``data: [DONE]``
-    end: float | None = None
-    error: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None and self.status == 200 and self.done is not None
-
-    def gaps(self) -> list[float]:
-        t = self.content_times
-        return [b - a for a, b in zip(t, t[1:])]
-
-
-class RawClient:
-    """One keep-alive HTTP/1.1 connection; ``stream(path, body)`` runs one SSE request on it."""
-
-    def __init__(self, host: str, port: int, headers: dict[str, str] | None = None) -> None:
-        self.host = host
-        self.port = port
-        extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
-        self._head = f"Host: {host}:{port}\r\ncontent-type: application/json\r\naccept: text/event-stream\r\n{extra}"
-        self._reader: asyncio.StreamReader | None = None
-        self._writer: asyncio.StreamWriter | None = None
-
-    async def close(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-            try:
-                await self._writer.wait_closed()
-            except (OSError, ConnectionError):
-                pass
-        self._reader = self._writer = None
-
-    async def _connect(self) -> None:
-        self._reader, self._writer = await asyncio.open_connection(self.host, self.port, limit=1 << 20)
-
-    async def stream(self, path: str, body: bytes, timeout: float = 120.0,
-                     res: StreamResult | None = None) -> StreamResult:
-        """Run one request. Pass ``res`` to keep what arrived even if the caller cancels mid-stream."""
-        clock = time.perf_counter
-        if res is None:
-            res = StreamResult(start=clock())
-        try:
-            async with asyncio.timeout(timeout):
-                await self._stream(path, body, res, clock)
-        except TimeoutError:
-            res.error = "timeout"
-            await self.close()
-        except (OSError, ConnectionError, asyncio.IncompleteReadError, ValueError) as exc:
-            res.error = f"{type(exc).__name__}: {exc}"[:200]
-            await self.close()
-        res.end = clock()
-        return res
-
-    async def _stream(self, path: str, body: bytes, res: StreamResult, clock: Any) -> None:
-        if self._writer is None:
-            await self._connect()
-        assert self._reader is not None and self._writer is not None
-        reader = self._reader
-        req = (f"POST {path} HTTP/1.1\r\n{self._head}content-length: {len(body)}\r\n\r\n").encode() + body
-        res.start = clock()
-        self._writer.write(req)
-        head = await reader.readuntil(b"\r\n\r\n")
-        lines = head.decode("latin-1").split("\r\n")
-        res.status = int(lines[0].split()[1])
-        hdrs = {}
-        for line in lines[1:]:
-            if ":" in line:
-                k, v = line.split(":", 1)
-                hdrs[k.strip().lower()] = v.strip()
-        keep = hdrs.get("connection", "").lower() != "close"
-        if "chunked" not in hdrs.get("transfer-encoding", "").lower():
-            n = int(hdrs.get("content-length", "0"))
-            payload = await reader.readexactly(n) if n else b""
-            if res.status != 200:
-                res.error = f"HTTP {res.status}: {payload[:200]!r}"
-            if not keep:
-                await self.close()
-            return
-        buf = b""
-        first_content = True
-        while True:
-            size_line = await reader.readuntil(b"\r\n")
-            size = int(size_line.split(b";", 1)[0], 16)
-            if size == 0:
-                await reader.readuntil(b"\r\n")  # end of trailers
-                break
-            data = await reader.readexactly(size + 2)
-            now = clock()
-            buf += data[:-2]
-            if b"\n\n" not in buf:
-                continue
-            *frames, buf = buf.split(b"\n\n")
-            for frame in frames:
-                for line in frame.split(b"\n"):
-                    if not line.startswith(b"data:"):
-                        continue
-                    payload = line[5:].strip()
-                    if payload == b"[DONE]":
-                        res.done = now
-                        continue
-                    res.last_data = now
-                    try:
-                        chunk = _decode_chunk(payload)
-                    except msgspec.DecodeError:
-                        continue
-                    if chunk.error is not None:
-                        res.error = f"error frame: {str(chunk.error)[:150]}"
-                    for choice in chunk.choices or ():
-                        if choice.delta is not None and choice.delta.content:
-                            res.content_times.append(now)
-                            if first_content:
-                                first_content = False
-                                res.ttft = now - res.start
-                            break
-        if res.status != 200 and res.error is None:
-            res.error = f"HTTP {res.status}"
-        if not keep:
-            await self.close()
+# ------------------------------------------------------------------------------------------ load
 
 
 async def closed_loop(host: str, port: int, path: str, headers: dict[str, str], n: int, stagger: float,
@@ -424,12 +273,18 @@ def memchat_env(upstream_base: str, embedder: str = "local", **extra: str) -> di
 
 
 def use_app_ref(ref: str | None) -> str:
-    """Benchmark memchat as committed at ``ref`` (exported with ``git archive`` into a temp dir, so
-    edits in progress in the work tree do not leak into a run), or the work tree when ``ref`` is None.
-    Call before anything imports ``app``. Returns a description of the source for the report."""
-    global APP_DIR
-    if "app" in sys.modules:
-        raise RuntimeError("use_app_ref must run before app is imported")
+    """Benchmark memchat as committed at ``ref``, or the work tree when ``ref`` is None. Returns a
+    description of the source for the report.
+
+    With a ref, ``app/`` at that commit is exported with ``git archive`` into a temp dir (edits in progress
+    in the work tree do not leak into the run), this tree's ``app/testkit`` is added to it (the harness stays
+    the current one), and the same command runs again in a new process (``exec``) with ``PYTHONPATH`` at the
+    export: the servers and the in-process code (store building, baselines) then import that ``app``. Call it
+    before the run starts anything."""
+    again = os.environ.get(SOURCE_ENV)
+    if again:
+        return again.split("\t", 1)[1]
+
     def git(*args: str) -> str:
         return subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True,
                               check=True).stdout.strip()
@@ -444,56 +299,35 @@ def use_app_ref(ref: str | None) -> str:
     dest = Path(tempfile.mkdtemp(prefix="memchat-bench-src-"))
     archive = subprocess.run(["git", "-C", str(ROOT), "archive", commit, "app"], capture_output=True, check=True)
     subprocess.run(["tar", "-x", "-C", str(dest)], input=archive.stdout, check=True)
-    _EXPORTS.append(dest)
-    APP_DIR = dest
-    sys.path.insert(0, str(dest))
-    return f"commit {commit} (`git archive`, work tree edits excluded)"
+    shutil.copytree(REPO_ROOT / "app" / "testkit", dest / "app" / "testkit", dirs_exist_ok=True,
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    description = f"commit {commit} (`git archive`, work tree edits excluded)"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(dest), os.environ.get("PYTHONPATH")])))
+    env[SOURCE_ENV] = f"{dest}\t{description}"
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, [sys.executable, *sys.argv], env)
 
 
 def cleanup_app_exports() -> None:
-    while _EXPORTS:
-        shutil.rmtree(_EXPORTS.pop(), ignore_errors=True)
+    """Remove the export ``use_app_ref`` made for this run, if any."""
+    again = os.environ.get(SOURCE_ENV)
+    if again:
+        shutil.rmtree(again.split("\t", 1)[0], ignore_errors=True)
 
 
 class Memchat(MemchatServer):
-    """``MemchatServer`` running the ``app`` package from ``APP_DIR``; removes its log file when stopped."""
+    """``MemchatServer`` whose log file is removed when it stops."""
 
-    def start(self, app_dir: Path | None = None) -> Memchat:
-        super().start(app_dir or APP_DIR)
-        return self
-
-    def stop(self) -> None:  # noqa: D401
-        super().stop()
-        if self._log is not None:
-            try:
-                self._log.close()
-                Path(self._log.name).unlink(missing_ok=True)
-            except OSError:
-                pass
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def metrics(self) -> dict[str, float]:
-        with urllib.request.urlopen(f"{self.url}/metrics", timeout=10) as resp:
-            text = resp.read().decode()
-        out: dict[str, float] = {}
-        for line in text.splitlines():
-            if line and not line.startswith("#"):
-                name, _, value = line.rpartition(" ")
-                try:
-                    out[name] = float(value)
-                except ValueError:
-                    pass
-        return out
+    def __init__(self, data_dir: Path, **kw: Any) -> None:
+        kw.setdefault("keep_log", False)
+        super().__init__(data_dir, **kw)
 
 
 class ProxyProcess:
-    """A proxy under test, run as a subprocess on a free loopback port (its own session)."""
+    """A proxy under test, run as a ``ManagedProcess`` on a free loopback port."""
 
-    proc: subprocess.Popen[bytes] | None = None
+    process: ManagedProcess | None = None
     port: int
 
     @property
@@ -502,20 +336,13 @@ class ProxyProcess:
 
     @property
     def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
+        assert self.process is not None
+        return self.process.pid
 
-    def _terminate(self, grace: float = 15.0) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGTERM)
-                self.proc.wait(timeout=grace)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=10)
-            except ProcessLookupError:
-                pass
-        self.proc = None
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.stop()
+        self.process = None
 
 
 class FloorProxy(ProxyProcess):
@@ -527,24 +354,13 @@ class FloorProxy(ProxyProcess):
         self.port = free_port()
 
     def start(self) -> FloorProxy:
-        self.proc = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "passthrough_floor.py"), "--port",
-                                      str(self.port), "--upstream", self.upstream_base],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        deadline = time.monotonic() + self.startup_timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"passthrough_floor.py exited with {self.proc.returncode}")
-            try:
-                urllib.request.urlopen(f"{self.url}/v1/chat/completions", timeout=1)
-            except urllib.error.HTTPError:
-                return self  # 405 for GET: it is serving
-            except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
-                time.sleep(0.1)
-        self.stop()
-        raise RuntimeError("passthrough_floor.py did not start")
-
-    def stop(self) -> None:
-        self._terminate()
+        cmd = [sys.executable, str(ROOT / "scripts" / "passthrough_floor.py"), "--port", str(self.port),
+               "--upstream", self.upstream_base]
+        self.process = ManagedProcess(cmd, name="passthrough-floor", keep_log=False,
+                                      startup_timeout=self.startup_timeout)
+        # Any HTTP answer (405 for GET) means it is serving.
+        self.process.start(http_ready(f"{self.url}/v1/chat/completions", any_status=True))
+        return self
 
 
 LITELLM_VERSION = "1.80.0"
@@ -609,34 +425,16 @@ class LiteLLM(ProxyProcess):
         env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "LITELLM_", "MEMCHAT_"))}
         env.update({"LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_LOG": "ERROR", "PYTHONUNBUFFERED": "1",
                     "NO_DOCS": "True", "DISABLE_ADMIN_UI": "True"})
-        log = open(self.dir / "litellm.log", "wb")
         # The console script's shebang is the LiteLLM venv's python.
-        self.proc = subprocess.Popen([str(self.binary), "--config", str(cfg), "--host", "127.0.0.1",
-                                      "--port", str(self.port), "--num_workers", "1"],
-                                     cwd=self.dir, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, start_new_session=True)
-        log.close()
-        deadline = time.monotonic() + self.startup_timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"litellm exited with {self.proc.returncode}: {self.log_tail()}")
-            try:
-                with urllib.request.urlopen(f"{self.url}/health/liveliness", timeout=2) as resp:
-                    if resp.status == 200:
-                        return self
-            except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
-                time.sleep(0.5)
-        self.stop()
-        raise RuntimeError(f"litellm did not become healthy in {self.startup_timeout:.0f}s: {self.log_tail()}")
-
-    def log_tail(self, n: int = 1500) -> str:
-        try:
-            return (self.dir / "litellm.log").read_text(errors="replace")[-n:]
-        except OSError:
-            return ""
+        self.process = ManagedProcess([str(self.binary), "--config", str(cfg), "--host", "127.0.0.1", "--port",
+                                       str(self.port), "--num_workers", "1"], name="litellm", env=env, cwd=self.dir,
+                                      log_path=self.dir / "litellm.log", startup_timeout=self.startup_timeout,
+                                      poll_interval=0.5)
+        self.process.start(http_ready(f"{self.url}/health/liveliness"))
+        return self
 
     def stop(self) -> None:
-        self._terminate()
+        super().stop()
         shutil.rmtree(self.dir, ignore_errors=True)
 
 

@@ -23,7 +23,6 @@ import argparse
 import asyncio
 import resource
 import statistics
-import sys
 import tempfile
 import uuid
 from collections.abc import Awaitable, Callable
@@ -34,14 +33,11 @@ import httpx2
 import msgspec
 import openai
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from app.turns.journal import Journal  # noqa: E402
-from app.turns.turnlog import TurnLog, TurnRecord  # noqa: E402
-from app.memory.embed import LocalEmbedder  # noqa: E402
-from app.memory.presence import TenantPresence  # noqa: E402
-from tests.support.fake_upstream import FakeUpstream  # noqa: E402
+from app.turns.journal import Journal
+from app.turns.turnlog import TurnLog, TurnRecord
+from app.memory.embed import LocalEmbedder
+from app.memory.presence import TenantPresence
+from app.testkit import FakeUpstream
 
 
 def cpu() -> float:

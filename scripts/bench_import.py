@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import sys
 import tempfile
 import time
 import urllib.request
@@ -32,11 +31,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from tests.support.server import MemchatServer  # noqa: E402
+from app.testkit import MemchatServer
 
 KEY = "bench-import-key"
 WORDS = ("the user likes hiking cooking reading jazz coffee tea cycling museums gardening running chess "

@@ -44,7 +44,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import random
 import shutil
 import subprocess
 import sys
@@ -58,17 +57,14 @@ from typing import Any
 
 os.environ.setdefault("LANCEDB_LOG", "error")
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
+from app.testkit import REPO_ROOT  # noqa: E402
 from bench_common import (  # noqa: E402
-    start_run,
-    stop_all,
     API_KEY,
-    CpuMeter,
     MODEL,
     ORG,
     REALISTIC,
     ZERO,
+    CpuMeter,
     FakeUpstream,
     FloorProxy,
     LiteLLM,
@@ -77,102 +73,31 @@ from bench_common import (  # noqa: E402
     StreamResult,
     chat_body,
     cleanup_app_exports,
+    closed_loop,
     cpu_seconds,
     find_litellm,
     fmt,
     install_litellm,
     load_now,
     machine_line,
-    md_table,
-    mean,
     memchat_env,
     pct,
     peak_rss_mib,
+    start_run,
+    stop_all,
     thread_cpu,
-    use_app_ref,
     thread_cpu_delta,
+    use_app_ref,
     versions,
     write_section,
 )
+from bench_proxy_report import as_ms, marginal_us, report  # noqa: E402
+from bench_text import Questions, memory_texts  # noqa: E402
 
 NS_EMPTY = "bench-empty"
 NS_10K = "bench-10k"
 GAP_LIMIT = 0.100
 TTFT_LIMIT = 1.0   # a level whose streams queue longer than this for their first token is not "held"
-GOALS = {"ttft_empty_ms": 3.0, "ttft_10k_ms": 15.0, "cpu_us_per_chunk": 120.0, "streams": 500}
-REFERENCE = {"litellm_ttft_ms": 9.6, "litellm_us_per_chunk": 1200, "bare_ttft_ms": 2.8, "bare_us_per_chunk": 85}
-
-# ------------------------------------------------------------------------------------------ synthetic text
-
-NAMES = ["Ana", "Bruno", "Chen", "Dara", "Elif", "Femi", "Gita", "Hugo", "Ines", "Jonas", "Kofi", "Lena",
-         "Marta", "Nico", "Omar", "Priya", "Quinn", "Rosa", "Sven", "Tomas", "Uma", "Vera", "Wen", "Yusuf"]
-RELATIONS = ["sister", "brother", "mother", "father", "daughter", "son", "wife", "husband", "best friend",
-             "colleague", "neighbour", "manager", "cousin", "grandmother", "flatmate"]
-CITIES = ["Lisbon", "Porto", "Berlin", "Osaka", "Lagos", "Lima", "Oslo", "Austin", "Krakow", "Hanoi", "Quito",
-          "Nairobi", "Dublin", "Seville", "Tbilisi", "Montreal", "Perth", "Valencia", "Bergen", "Cusco"]
-FOODS = ["ramen", "paella", "falafel", "pho", "tacos", "risotto", "jollof rice", "pierogi", "dumplings",
-         "shakshuka", "ceviche", "moussaka", "bibimbap", "lasagne", "biryani", "goulash", "sushi", "pad thai"]
-HOBBIES = ["bouldering", "sourdough baking", "chess", "trail running", "watercolour painting", "birdwatching",
-           "salsa dancing", "woodworking", "astronomy", "kayaking", "knitting", "jazz piano", "photography"]
-JOBS = ["nurse", "data engineer", "teacher", "architect", "carpenter", "pilot", "lawyer", "chef", "translator",
-        "physiotherapist", "accountant", "game designer", "marine biologist", "electrician"]
-PETS = ["dog", "cat", "parrot", "rabbit", "tortoise", "hamster", "ferret", "goldfish"]
-TEMPLATES = [
-    "The user's {rel} {name} lives in {city} and works as a {job}.",
-    "The user is allergic to {food} since a trip to {city}.",
-    "The user has a {pet} called {name} who loves {food}.",
-    "The user took up {hobby} with their {rel} {name}.",
-    "The user wants to visit {city} next year to try the {food}.",
-    "The user's favourite weekend activity is {hobby} near {city}.",
-    "The user's {rel} is a {job} and is learning {hobby}.",
-    "The user cooked {food} for their {rel} {name}'s birthday.",
-    "The user works as a {job} and commutes to {city} twice a week.",
-    "The user adopted a {pet} from a shelter in {city}.",
-]
-QUESTIONS = [
-    "Can you suggest a {food} recipe for my {rel} {name}?",
-    "What should I pack for a {hobby} weekend in {city}?",
-    "My {pet} seems bored, any ideas? We live near {city}.",
-    "Write a short birthday message for my {rel} who is a {job}.",
-    "How do I get better at {hobby} without spending much?",
-    "Plan a rainy day in {city} for me and {name}.",
-    "What goes well with {food} for a dinner with my {rel}?",
-    "Any tips for a {job} starting out in {city}?",
-]
-
-
-def fill_template(template: str, rng: random.Random) -> str:
-    return template.format(name=rng.choice(NAMES), rel=rng.choice(RELATIONS), city=rng.choice(CITIES),
-                           food=rng.choice(FOODS), hobby=rng.choice(HOBBIES), job=rng.choice(JOBS),
-                           pet=rng.choice(PETS))
-
-
-def memory_texts(n: int, seed: int = 7) -> list[str]:
-    rng = random.Random(seed)
-    seen: set[str] = set()
-    out: list[str] = []
-    while len(out) < n:
-        text = fill_template(rng.choice(TEMPLATES), rng)
-        if text in seen:
-            text = f"{text[:-1]} (noted {len(out) % 28 + 1} {rng.choice(['March', 'June', 'October'])})."
-            if text in seen:
-                continue
-        seen.add(text)
-        out.append(text)
-    return out
-
-
-class Questions:
-    """Distinct user messages: real users rarely repeat themselves, and a repeat would hit caches."""
-
-    def __init__(self, seed: int) -> None:
-        self.rng = random.Random(seed)
-        self.n = 0
-
-    def next(self) -> str:
-        self.n += 1
-        return f"{fill_template(self.rng.choice(QUESTIONS), self.rng)} ({self.n})"
-
 
 # ------------------------------------------------------------------------------------------ 10k store
 
@@ -209,11 +134,9 @@ def prepare_store(data_dir: Path, embedder_kind: str, n: int, cache_dir: Path | 
         return f"built in {secs:.0f} s"
     import hashlib
 
-    import bench_common
-
     # The store's code is part of the key: a schema change must not reuse an old store.
     digest = hashlib.sha256()
-    for f in sorted((bench_common.APP_DIR / "app" / "memory").glob("*.py")):
+    for f in sorted([*(REPO_ROOT / "app" / "memory").glob("*.py"), *(REPO_ROOT / "app" / "storage").glob("*.py")]):
         digest.update(f.read_bytes())
     cached = cache_dir / f"store-{name}-{n}-{digest.hexdigest()[:10]}"
     if not (cached / "done").exists():
@@ -371,15 +294,6 @@ async def phase_long(arms: list[Arm], requests: int, block: int, qs: Questions) 
             await cl.close()
 
 
-def marginal_us(arm: Arm) -> float:
-    if not arm.long_requests or not arm.requests or arm.long_chunks <= arm.chunks / arm.requests:
-        return float("nan")
-    per_req_short = arm.cpu / arm.requests
-    per_req_long = arm.long_cpu / arm.long_requests
-    extra_chunks = arm.long_chunks / arm.long_requests - arm.chunks / arm.requests
-    return (per_req_long - per_req_short) / extra_chunks * 1e6
-
-
 # ------------------------------------------------------------------------------------------ phase 2
 
 
@@ -398,32 +312,21 @@ async def settle(fake: FakeUpstream, pids: list[int], limit: float = 60.0) -> fl
 
 async def run_level(arm: Arm, n: int, stagger: float, hold: float, qs: Questions, fake_pid: int) -> dict[str, Any]:
     """``n`` closed-loop streams; measured between the end of the stagger and the end of the hold."""
-    results: list[StreamResult] = []
-    loop_start = time.perf_counter()
-    t_measure = loop_start + stagger
-    t_end = t_measure + hold
-
-    async def worker(i: int) -> None:
-        client = RawClient(arm.host, arm.port, arm.headers)
-        try:
-            await asyncio.sleep(stagger * i / n)
-            while time.perf_counter() < t_end:
-                res = StreamResult(start=time.perf_counter())
-                results.append(res)  # registered first: a stream cancelled at t_end keeps what it got
-                await client.stream(arm.path, chat_body(qs.next()), res=res)
-                if res.error is not None:
-                    await asyncio.sleep(0.05)
-        finally:
-            await client.close()
-
     meter = CpuMeter(arm.pid, fake_pid)
-    tasks = [asyncio.create_task(worker(i)) for i in range(n)]
-    await asyncio.sleep(max(0.0, t_end - time.perf_counter()))
-    for t in tasks:
-        t.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
+    results, t_measure, t_end = await closed_loop(arm.host, arm.port, arm.path, arm.headers, n, stagger, hold,
+                                                  lambda: chat_body(qs.next()))
     cpu = meter.stop()
+    lv = {"n": n, **_level_stats(results, t_measure, t_end)}
+    lv.update({
+        "server_cores": cpu["procs"][arm.pid] / cpu["wall"], "client_cores": cpu["client_cores"],
+        "foreign_cores": cpu["foreign_cores"],
+        "rss": peak_rss_mib(arm.pid),
+    })
+    return lv
 
+
+def _level_stats(results: list[StreamResult], t_measure: float, t_end: float) -> dict[str, Any]:
+    """TTFT, gaps and errors of one level's streams, counted inside the measure window."""
     gaps: list[float] = []
     ttfts: list[float] = []
     errors: Counter[str] = Counter()
@@ -448,12 +351,10 @@ async def run_level(arm: Arm, n: int, stagger: float, hold: float, qs: Questions
     p99 = pct(gaps, 99)
     held = bool(gaps) and p99 <= GAP_LIMIT and not errors and pct(ttfts, 99) <= TTFT_LIMIT
     return {
-        "n": n, "completed": completed, "stuck": stuck, "streams": len(results), "errors": sum(errors.values()), "error_kinds": dict(errors.most_common(3)),
+        "completed": completed, "stuck": stuck, "streams": len(results), "errors": sum(errors.values()),
+        "error_kinds": dict(errors.most_common(3)),
         "ttft_p50": pct(ttfts, 50), "ttft_p99": pct(ttfts, 99),
-        "gap_p50": pct(gaps, 50), "gap_p99": p99, "chunks": len(gaps),
-        "server_cores": cpu["procs"][arm.pid] / cpu["wall"], "client_cores": cpu["client_cores"],
-        "foreign_cores": cpu["foreign_cores"], "held": held,
-        "rss": peak_rss_mib(arm.pid),
+        "gap_p50": pct(gaps, 50), "gap_p99": p99, "chunks": len(gaps), "held": held,
     }
 
 
@@ -485,18 +386,6 @@ async def phase_ramp(arms: list[Arm], levels: list[int], stagger: float, hold: f
                 active.remove(arm)
         if not active:
             break
-
-
-def max_held(arm: Arm) -> str:
-    held = [lv["n"] for lv in arm.levels if lv["held"]]
-    if not arm.levels:
-        return "not measured"
-    if not held:
-        return f"< {arm.levels[0]['n']}"
-    best = max(held)
-    if arm.levels[-1]["held"]:
-        return f"≥ {best}" if not arm.ramp_note else str(best)
-    return str(best)
 
 
 # ------------------------------------------------------------------------------------------ profile
@@ -613,209 +502,6 @@ async def profile_memchat(py_spy: str | None, mc: Memchat, arm: Arm, seconds: fl
     return summary
 
 
-# ------------------------------------------------------------------------------------------ report
-
-
-def _ms(v: float) -> str:
-    return fmt(v * 1e3, 2)
-
-
-def report(arms: list[Arm], args: argparse.Namespace, info: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    direct = arms[0]
-    d_p50, d_p99 = pct(direct.ttft, 50), pct(direct.ttft, 99)
-    d_gap = mean(direct.gaps)
-    rows = []
-    res: dict[str, Any] = {}
-    for a in arms:
-        p50, p99 = pct(a.ttft, 50), pct(a.ttft, 99)
-        us_chunk = a.cpu / a.chunks * 1e6 if a.chunks else float("nan")
-        per_req_ms = a.cpu / max(1, a.requests - len(a.errors)) * 1e3
-        over50 = (p50 - d_p50) * 1e3
-        over99 = (p99 - d_p99) * 1e3
-        gap_add = (mean(a.gaps) - d_gap) * 1e6
-        res[a.name] = {"over50": over50, "over99": over99, "us_chunk": us_chunk, "gap_add": gap_add}
-        rows.append([
-            a.label, f"{len(a.ttft)}/{a.requests}",
-            _ms(p50), _ms(p99),
-            "—" if a is direct else fmt(over50, 2), "—" if a is direct else fmt(over99, 2),
-            fmt(mean(a.gaps) * 1e6, 0), "—" if a is direct else fmt(gap_add, 0),
-            fmt(a.cpu / a.chunks * 1e3, 3) if a.chunks else "n/a", fmt(us_chunk, 0), fmt(per_req_ms, 1),
-            fmt(marginal_us(a), 0) if a.long_requests else "—",
-        ])
-        res[a.name]["marginal"] = marginal_us(a)
-    t1 = md_table(["arm", "ok/requests", "TTFT p50 ms", "TTFT p99 ms", "TTFT overhead p50 ms",
-                   "TTFT overhead p99 ms", "mean gap µs", "gap added µs", "server CPU s / 1 000 chunks",
-                   "µs / chunk", "CPU ms / request", "marginal µs / chunk"], rows)
-
-    ramp_rows = []
-    for a in arms:
-        for lv in a.levels:
-            ramp_rows.append([a.label, lv["n"], lv["completed"], lv["errors"], lv["stuck"], _ms(lv["ttft_p50"]),
-                              _ms(lv["ttft_p99"]), _ms(lv["gap_p50"]), _ms(lv["gap_p99"]),
-                              f"{lv['server_cores']:.2f}", f"{lv['client_cores']:.2f}", f"{lv['foreign_cores']:.2f}",
-                              fmt(lv["rss"], 0),
-                              "yes" if lv["held"] else "**no**"])
-    t2 = md_table(["arm", "streams", "replies done", "errors", "stuck", "TTFT p50 ms", "TTFT p99 ms", "gap p50 ms",
-                   "gap p99 ms", "server cores", "client cores", "other processes, cores", "server peak RSS MiB",
-                   "held"], ramp_rows)
-    held_rows = []
-    for a in arms:
-        if not a.levels:
-            continue
-        note = a.ramp_note or ""
-        failed = [lv for lv in a.levels if not lv["held"]]
-        if failed:
-            lv = failed[-1]
-            note = (f"failed at {lv['n']}: gap p99 {_ms(lv['gap_p99'])} ms, TTFT p99 {_ms(lv['ttft_p99'])} ms, "
-                    f"errors {lv['errors']}; other processes used {lv['foreign_cores']:.2f} cores meanwhile")
-        held_rows.append([a.label, max_held(a), note])
-    t3 = md_table(["arm", "most concurrent streams held (p99 gap ≤ 100 ms, p99 TTFT ≤ 1 s, no errors)", "note"],
-                  held_rows)
-    if direct.levels and not direct.levels[-1]["held"] and direct.levels[-1]["foreign_cores"] > 0.5:
-        t3 += ("\n\nThe direct arm itself stopped early: in this run the harness (client + fake) was limited by "
-               "the load other processes put on the shared machine, so the ceilings above are lower bounds for "
-               "every arm; compare the arms with each other, not with the goal's 2 dedicated cores.")
-
-    mc = next((a for a in arms if a.name == "mc-empty"), None)
-    mk = next((a for a in arms if a.name == "mc-10k"), None)
-    fl = res.get("floor")
-    goals = []
-
-    def floor_cell(key: str, unit: str, digits: int) -> str:
-        return "—" if fl is None else f"{fmt(fl[key], digits)} {unit}"
-
-    if mc is not None:
-        v = res["mc-empty"]["over50"]
-        goals.append(["TTFT overhead p50, empty namespace", f"≤ {GOALS['ttft_empty_ms']:g} ms",
-                      f"{fmt(v, 2)} ms", floor_cell("over50", "ms", 2),
-                      "met" if v <= GOALS["ttft_empty_ms"] else "**not met**"])
-    if mk is not None:
-        v = res["mc-10k"]["over50"]
-        goals.append(["TTFT overhead p50, 10k memories", f"≤ {GOALS['ttft_10k_ms']:g} ms", f"{fmt(v, 2)} ms",
-                      floor_cell("over50", "ms", 2), "met" if v <= GOALS["ttft_10k_ms"] else "**not met**"])
-    if mc is not None:
-        v = res["mc-empty"]["us_chunk"]
-        goals.append(["server CPU per chunk (empty namespace)", f"≤ {GOALS['cpu_us_per_chunk']:g} µs",
-                      f"{fmt(v, 0)} µs", floor_cell("us_chunk", "µs", 0),
-                      "met" if v <= GOALS["cpu_us_per_chunk"] else "**not met**"])
-        if mc.levels:
-            held = [lv["n"] for lv in mc.levels if lv["held"]]
-            best = max(held) if held else 0
-            floor_arm = next((a for a in arms if a.name == "floor"), None)
-            goals.append(["concurrent streams on 2 cores", f"≥ {GOALS['streams']}", max_held(mc),
-                          max_held(floor_arm) if floor_arm is not None and floor_arm.levels else "—",
-                          "met" if best >= GOALS["streams"] else "**not met**"])
-    t4 = md_table(["goal", "target", "memchat", "bare passthrough (same run)", "verdict"], goals)
-    if mc is not None and any("not met" in g[3] for g in goals):
-        r = res["mc-empty"]
-        per_req = mc.cpu / max(1, mc.requests) * 1e3
-        why = (f"\n\nWhere memchat's CPU goes: the marginal cost of one more relayed chunk is "
-               f"{fmt(r.get('marginal', float('nan')), 0)} µs (long vs short replies), but every request costs "
-               f"{fmt(per_req, 1)} ms of CPU before and after the stream, which spread over {args.tokens}-chunk replies "
-               f"is {fmt(r['us_chunk'], 0)} µs per chunk, and which serialises in front of the first token (TTFT). "
-               f"It is per-request work, not relaying, that misses the goals; the profile below splits it.")
-        if fl is not None:
-            why += (f" For scale: the bare Litestar + httpx2 passthrough (no auth, no parsing, no memory, no turn "
-                    f"log) costs {fmt(fl['us_chunk'], 0)} µs per chunk and adds {fmt(fl['over50'], 2)} ms TTFT in this "
-                    f"run; memchat costs {fmt(r['us_chunk'] / fl['us_chunk'], 2)}× its CPU per chunk.")
-        t4 += why
-
-    ll = next((a for a in arms if a.name == "litellm"), None)
-    ref = (f"Reference from the issue (other machine): LiteLLM 1.80.0 adds {REFERENCE['litellm_ttft_ms']} ms TTFT "
-           f"p50 and ~{REFERENCE['litellm_us_per_chunk']} µs CPU per chunk; a bare Litestar+httpx byte passthrough "
-           f"adds {REFERENCE['bare_ttft_ms']} ms and ~{REFERENCE['bare_us_per_chunk']} µs per chunk.")
-    if ll is not None:
-        ref += (f" Measured here in the same run: LiteLLM adds {fmt(res['litellm']['over50'], 2)} ms TTFT p50 and "
-                f"{fmt(res['litellm']['us_chunk'], 0)} µs CPU per chunk.")
-    vers = info["versions"]
-    vline = ", ".join(f"{k} {v}" for k, v in vers.items())
-    text = f"""Measured {info['date']} with
-
-```sh
-{info['command']}
-```
-
-Versions: {vline}. Machine: {info['machine']}. memchat source: {info['source']}; {args.workers} uvicorn worker{'s' if args.workers > 1 else ''}, `MEMCHAT_EMBEDDER={args.embedder}`,
-idle commits disabled for the run (`MEMCHAT_COMMIT_AFTER=86400`), store {info['store_note']}.
-{info.get('litellm_note', '')}
-
-Every number is from one run, and every overhead is a difference to the `direct` arm measured in the same
-run (client → fake upstream without a proxy), because this 2-core machine is noisy and shared by the
-client, the fake upstream and the proxy.
-
-**Zero-delay upstream (pure CPU).** The fake streams {args.tokens} tokens without pause; the async
-`openai` SDK sends one request at a time, {args.requests} requests per arm after {args.warmup} warm-up requests,
-arms interleaved in blocks of {args.block} (A B C D, B C D A, ...). TTFT = request sent → first non-empty
-content chunk. Server CPU = utime+stime of the proxy's process tree from `/proc/<pid>/stat`, read around
-each block, divided by the content chunks streamed (per-request work -- retrieval, turn log -- amortised over
-{args.tokens}-chunk replies; "CPU ms / request" is the same total per request). "marginal µs / chunk" separates
-the relay's per-chunk cost from the per-request work: the same measurement with {args.long_tokens}-token replies
-({args.long_requests} per arm), (CPU per long request − CPU per short request) / extra chunks. For `direct` the
-CPU columns are the fake upstream's own.
-
-{t1}
-
-Other processes on the machine used {info['p1_foreign']:.2f} cores on average during this phase.
-
-**Realistic cadence, concurrency ramp.** The fake sends the first token after 50 ms, then 30 tokens/s,
-{args.ramp_tokens} tokens per reply (~{(0.05 + args.ramp_tokens / 30):.1f} s). A lean raw-socket SSE client
-(uvloop, keep-alive) runs N closed-loop streams: started over {args.stagger:.0f} s, then held {args.hold:.0f} s;
-gaps are between consecutive content chunks of one stream, inside the hold window. A level is held when
-p99 gap ≤ 100 ms with no errors and p99 TTFT ≤ 1 s (streams that queue for seconds before their first token
-are not being served; a stream still without a first token at the end counts with its waiting time, and
-"stuck" counts them); an arm stops at the first level that fails twice in a row (each attempt is
-a row below), arms interleaved level by level. `direct` shows what this
-harness itself can drive (client, fake and proxy share the 2 cores). "server cores" = the proxy's (for
-`direct`, the fake's) CPU seconds per wall second during the level; "other processes" = CPU used meanwhile
-by everything on the machine that is not the proxy, the fake or the client (a shared machine's load, which
-the proxy could not use). Between levels the script waits until no upstream stream is open and the
-servers are idle.
-
-{t2}
-
-{t3}
-
-**Goals.**
-
-{t4}
-
-Peak RSS (VmHWM) at the end of the run: {info['rss']}. Load average at the end: {info['load_end']} (other
-work on the machine during the run counts against every arm alike; absolute numbers are only comparable
-within one run).
-
-{ref}
-"""
-    prof = info.get("profile")
-    if prof is not None:
-        text += "\n" + profile_text(prof) + "\n"
-    return text, res
-
-
-def profile_text(prof: dict[str, Any]) -> str:
-    reqs = max(1, prof["requests"])
-    chunks = max(1, prof["chunks"])
-    total_cpu = sum(prof["threads"].values())
-    t = md_table(["thread name", "CPU ms / request", "µs / chunk", "share"],
-                 [[f"`{name}`", fmt(cpu / reqs * 1e3, 1), fmt(cpu / chunks * 1e6, 0),
-                   f"{cpu / max(total_cpu, 1e-9) * 100:.0f} %"]
-                  for name, cpu in prof["threads"].items() if cpu > 0.005])
-    text = (f"### What the profile shows\n\nLoad: 4 concurrent clients, zero-delay upstream, namespace of arm "
-            f"`{prof['arm']}`: {prof['requests']} requests, {prof['chunks']} chunks. CPU per thread of the "
-            f"memchat process (from `/proc/<pid>/task/*/stat`; `python` = the event loop and Python worker "
-            f"threads, `lancedb-tokio-w` = LanceDB's Rust runtime):\n\n{t}")
-    if prof.get("py_spy") and prof.get("total"):
-        total = prof["total"]
-        b = md_table(["Python side (py-spy `--gil`): where the GIL holder is", "share of samples"],
-                     [[name, f"{n / total * 100:.1f} %"] for name, n in prof["buckets"]])
-        s = md_table(["self time (leaf frame)", "share"],
-                     [[f"`{name}`", f"{n / total * 100:.1f} %"] for name, n in prof["self"][:10]])
-        i = md_table(["memchat frame (inclusive)", "share"],
-                     [[f"`{name}`", f"{n / total * 100:.1f} %"] for name, n in prof["inclusive"][:12]])
-        text += (f"\n\n`py-spy record --gil --rate 200 --format raw`, {total} samples (each sample is attributed to "
-                 f"the first matching bucket, in the order listed in `scripts/bench_proxy.py`):\n\n{b}\n\n{s}\n\n{i}")
-    return text
-
-
 # ------------------------------------------------------------------------------------------ main
 
 
@@ -865,117 +551,183 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return a
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    command = start_run("bench_proxy.py", argv)
-    started = time.perf_counter()
-    info: dict[str, Any] = {"command": command.strip(), "date": date.today().isoformat(), "machine": machine_line(),
-                            "source": use_app_ref(args.app_ref)}
-    tmp = Path(tempfile.mkdtemp(prefix="memchat-bench-proxy-"))
+@dataclass
+class Servers:
+    """The processes of one run (None = not started), stopped together whatever happened."""
+
     fake: FakeUpstream | None = None
     mc: Memchat | None = None
     ll: LiteLLM | None = None
     floor: FloorProxy | None = None
-    try:
-        data_dir = tmp / "data"
-        data_dir.mkdir()
-        print(f"[{time.perf_counter() - started:5.0f} s] preparing {args.memories} memories "
-              f"(embedder {args.embedder}) ...", flush=True)
-        info["store_note"] = f"{args.memories} memories in `{NS_10K}` " + prepare_store(
-            data_dir, args.embedder, args.memories, None if args.no_cache else args.cache_dir)
 
-        fake = FakeUpstream("--tokens", str(args.tokens), "--no-record").start()
-        mc = Memchat(data_dir, env=memchat_env(fake.base_url, args.embedder), workers=args.workers).start()
+    def stop(self) -> None:
+        stop_all(self.floor, self.ll, self.mc, self.fake)
 
-        litellm_version = None
-        if not args.no_litellm:
-            binary = find_litellm(args.litellm_bin)
-            if binary is None and args.install_litellm:
-                print("installing litellm[proxy]==1.80.0 into /tmp/memchat-bench-litellm ...", flush=True)
-                binary, err = install_litellm()
-                if binary is None:
-                    info["litellm_note"] = f"LiteLLM could not be installed here ({err[:200]}); its arm is missing."
-            if binary is None and "litellm_note" not in info:
-                info["litellm_note"] = ("LiteLLM was not found (pass --litellm-bin or --install-litellm); "
-                                        "its arm is missing.")
-            if binary is not None:
-                try:
-                    ll = LiteLLM(binary, fake.base_url).start()
-                    litellm_version = ll.version()
-                    info["litellm_note"] = (f"LiteLLM {litellm_version} (`litellm[proxy]`, separate venv, "
-                                            "1 worker, `LITELLM_LOCAL_MODEL_COST_MAP=True`, no database).")
-                except Exception as exc:  # noqa: BLE001
-                    info["litellm_note"] = f"LiteLLM could not be started here: {str(exc)[:300]}"
-                    ll = None
-            if ll is None:
-                print(f"NOTE: {info['litellm_note']}", flush=True)
-        info["versions"] = versions(litellm_version)
 
-        floor = None if args.no_floor else FloorProxy(fake.base_url).start()
-        arms = make_arms(fake, mc, ll, with_10k=True, floor=floor)
-        qs = Questions(args.seed)
+class Progress:
+    """``[   12 s] ...`` lines: seconds since the run started."""
+
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+    def say(self, text: str) -> None:
+        print(f"[{self.elapsed():5.0f} s] {text}", flush=True)
+
+
+def start_litellm(args: argparse.Namespace, info: dict[str, Any],
+                  upstream_base: str) -> tuple[LiteLLM | None, str | None]:
+    """The LiteLLM arm and its version when it can be found (or installed) and started;
+    ``info["litellm_note"]`` says how it went."""
+    binary = find_litellm(args.litellm_bin)
+    if binary is None and args.install_litellm:
+        print("installing litellm[proxy]==1.80.0 into /tmp/memchat-bench-litellm ...", flush=True)
+        binary, err = install_litellm()
+        if binary is None:
+            info["litellm_note"] = f"LiteLLM could not be installed here ({err[:200]}); its arm is missing."
+    if binary is None and "litellm_note" not in info:
+        info["litellm_note"] = ("LiteLLM was not found (pass --litellm-bin or --install-litellm); "
+                                "its arm is missing.")
+    ll = version = None
+    if binary is not None:
         try:
-            import uvloop
-            runner = uvloop.run
-        except ImportError:  # pragma: no cover
-            runner = asyncio.run
+            ll = LiteLLM(binary, upstream_base).start()
+            version = ll.version()
+            info["litellm_note"] = (f"LiteLLM {version} (`litellm[proxy]`, separate venv, "
+                                    "1 worker, `LITELLM_LOCAL_MODEL_COST_MAP=True`, no database).")
+        except Exception as exc:  # noqa: BLE001
+            info["litellm_note"] = f"LiteLLM could not be started here: {str(exc)[:300]}"
+            ll = None
+    if ll is None:
+        print(f"NOTE: {info['litellm_note']}", flush=True)
+    return ll, version
 
-        print(f"[{time.perf_counter() - started:5.0f} s] phase 1: zero delay, {args.requests} requests x "
-              f"{len(arms)} arms", flush=True)
-        fake.set_config(tokens=args.tokens, **ZERO)
-        meter = CpuMeter(*{a.pid for a in arms})
-        runner(phase_zero_delay(arms, args.requests, args.warmup, args.block, qs))
-        info["p1_foreign"] = meter.stop()["foreign_cores"]
-        for a in arms:
-            print(f"  {a.name:9s} ttft p50 {_ms(pct(a.ttft, 50))} ms p99 {_ms(pct(a.ttft, 99))} ms, "
-                  f"{a.cpu / max(1, a.chunks) * 1e6:.0f} µs CPU/chunk, errors {len(a.errors)}"
-                  + (f" (first: {a.errors[0]})" if a.errors else ""), flush=True)
-        broken = [a.name for a in arms if len(a.errors) > a.requests // 10]
-        if broken:
-            print(f"ERROR: arms {broken} failed more than 10 % of their requests; nothing is written.\n"
-                  f"--- memchat log (tail) ---\n{mc.log_text()[-3000:]}", file=sys.stderr)
-            return 1
 
-        if args.long_requests > 0:
-            print(f"[{time.perf_counter() - started:5.0f} s] phase 1b: zero delay, {args.long_tokens}-token replies, "
-                  f"{args.long_requests} requests per arm", flush=True)
-            fake.set_config(tokens=args.long_tokens, **ZERO)
-            long_arms = [a for a in arms if a.name != "mc-10k"]
-            runner(phase_long(long_arms, args.long_requests, max(1, args.block // 2), qs))
-            for a in long_arms:
-                print(f"  {a.name:9s} marginal {fmt(marginal_us(a), 0)} µs CPU per extra chunk", flush=True)
+def start_servers(args: argparse.Namespace, info: dict[str, Any], tmp: Path, servers: Servers,
+                  progress: Progress) -> None:
+    data_dir = tmp / "data"
+    data_dir.mkdir()
+    progress.say(f"preparing {args.memories} memories (embedder {args.embedder}) ...")
+    info["store_note"] = f"{args.memories} memories in `{NS_10K}` " + prepare_store(
+        data_dir, args.embedder, args.memories, None if args.no_cache else args.cache_dir)
 
-        if args.profile:
-            py_spy = find_py_spy(args.py_spy)
-            if py_spy is None:
-                print("NOTE: py-spy not found (pip install py-spy into any venv, pass --py-spy): "
-                      "profiling CPU per thread only", flush=True)
-            print(f"[{time.perf_counter() - started:5.0f} s] profiling memchat ({args.profile_seconds:.0f} s)",
-                  flush=True)
-            mc_arm = next(a for a in arms if a.name == "mc-empty")
-            fake.set_config(tokens=args.tokens, **ZERO)
-            info["profile"] = runner(profile_memchat(py_spy, mc, mc_arm, args.profile_seconds, qs, tmp))
+    fake = servers.fake = FakeUpstream("--tokens", str(args.tokens), "--no-record").start()
+    servers.mc = Memchat(data_dir, env=memchat_env(fake.base_url, args.embedder), workers=args.workers).start()
+    litellm_version = None
+    if not args.no_litellm:
+        servers.ll, litellm_version = start_litellm(args, info, fake.base_url)
+    info["versions"] = versions(litellm_version)
+    servers.floor = None if args.no_floor else FloorProxy(fake.base_url).start()
 
-        print(f"[{time.perf_counter() - started:5.0f} s] phase 2: realistic cadence, concurrency ramp", flush=True)
-        fake.set_config(tokens=args.ramp_tokens, **REALISTIC)
-        wanted = set(args.ramp_arms.split(","))
-        runner(phase_ramp([a for a in arms if a.name in wanted], args.levels, args.stagger, args.hold,
-                          args.ramp_budget, qs, fake, 15.0 if args.quick else 45.0))
 
-        rss = [f"memchat {peak_rss_mib(mc.pid):.0f} MiB", f"fake upstream {peak_rss_mib(fake.proc.pid):.0f} MiB"]
-        if ll is not None:
-            rss.append(f"LiteLLM {peak_rss_mib(ll.pid):.0f} MiB")
-        info["rss"] = ", ".join(rss)
-        info["load_end"] = load_now()
-        text, _res = report(arms, args, info)
-        print("\n" + text)
-        if not args.no_docs:
-            write_section("Proxy overhead", text)
-            print(f"wrote section 'Proxy overhead' of {Path('docs/benchmarks.md')}")
-        print(f"total {time.perf_counter() - started:.0f} s")
-        return 0
+def run_phase1(args: argparse.Namespace, info: dict[str, Any], arms: list[Arm], fake: FakeUpstream,
+               qs: Questions, runner: Any, progress: Progress) -> list[str]:
+    """Zero-delay phase; returns the arms that failed more than 10 % of their requests."""
+    progress.say(f"phase 1: zero delay, {args.requests} requests x {len(arms)} arms")
+    fake.set_config(tokens=args.tokens, **ZERO)
+    meter = CpuMeter(*{a.pid for a in arms})
+    runner(phase_zero_delay(arms, args.requests, args.warmup, args.block, qs))
+    info["p1_foreign"] = meter.stop()["foreign_cores"]
+    for a in arms:
+        print(f"  {a.name:9s} ttft p50 {as_ms(pct(a.ttft, 50))} ms p99 {as_ms(pct(a.ttft, 99))} ms, "
+              f"{a.cpu / max(1, a.chunks) * 1e6:.0f} µs CPU/chunk, errors {len(a.errors)}"
+              + (f" (first: {a.errors[0]})" if a.errors else ""), flush=True)
+    return [a.name for a in arms if len(a.errors) > a.requests // 10]
+
+
+def run_phase1b(args: argparse.Namespace, arms: list[Arm], fake: FakeUpstream, qs: Questions, runner: Any,
+                progress: Progress) -> None:
+    progress.say(f"phase 1b: zero delay, {args.long_tokens}-token replies, {args.long_requests} requests per arm")
+    fake.set_config(tokens=args.long_tokens, **ZERO)
+    long_arms = [a for a in arms if a.name != "mc-10k"]
+    runner(phase_long(long_arms, args.long_requests, max(1, args.block // 2), qs))
+    for a in long_arms:
+        print(f"  {a.name:9s} marginal {fmt(marginal_us(a), 0)} µs CPU per extra chunk", flush=True)
+
+
+def run_profile(args: argparse.Namespace, info: dict[str, Any], arms: list[Arm], servers: Servers, qs: Questions,
+                runner: Any, tmp: Path, progress: Progress) -> None:
+    py_spy = find_py_spy(args.py_spy)
+    if py_spy is None:
+        print("NOTE: py-spy not found (pip install py-spy into any venv, pass --py-spy): "
+              "profiling CPU per thread only", flush=True)
+    progress.say(f"profiling memchat ({args.profile_seconds:.0f} s)")
+    mc_arm = next(a for a in arms if a.name == "mc-empty")
+    assert servers.fake is not None and servers.mc is not None
+    servers.fake.set_config(tokens=args.tokens, **ZERO)
+    info["profile"] = runner(profile_memchat(py_spy, servers.mc, mc_arm, args.profile_seconds, qs, tmp))
+
+
+def run_phase2(args: argparse.Namespace, arms: list[Arm], fake: FakeUpstream, qs: Questions, runner: Any,
+               progress: Progress) -> None:
+    progress.say("phase 2: realistic cadence, concurrency ramp")
+    fake.set_config(tokens=args.ramp_tokens, **REALISTIC)
+    wanted = set(args.ramp_arms.split(","))
+    runner(phase_ramp([a for a in arms if a.name in wanted], args.levels, args.stagger, args.hold,
+                      args.ramp_budget, qs, fake, 15.0 if args.quick else 45.0))
+
+
+def finish(args: argparse.Namespace, info: dict[str, Any], arms: list[Arm], servers: Servers,
+           progress: Progress) -> None:
+    """Peak memory, the report on stdout and (unless ``--no-docs``) in docs/benchmarks.md."""
+    assert servers.mc is not None and servers.fake is not None
+    rss = [f"memchat {peak_rss_mib(servers.mc.pid):.0f} MiB",
+           f"fake upstream {peak_rss_mib(servers.fake.proc.pid):.0f} MiB"]
+    if servers.ll is not None:
+        rss.append(f"LiteLLM {peak_rss_mib(servers.ll.pid):.0f} MiB")
+    info["rss"] = ", ".join(rss)
+    info["load_end"] = load_now()
+    text, _res = report(arms, args, info)
+    print("\n" + text)
+    if not args.no_docs:
+        write_section("Proxy overhead", text)
+        print(f"wrote section 'Proxy overhead' of {Path('docs/benchmarks.md')}")
+    print(f"total {progress.elapsed():.0f} s")
+
+
+def event_loop_runner() -> Any:
+    try:
+        import uvloop
+        return uvloop.run
+    except ImportError:  # pragma: no cover
+        return asyncio.run
+
+
+def run(args: argparse.Namespace, info: dict[str, Any], tmp: Path, servers: Servers, progress: Progress) -> int:
+    start_servers(args, info, tmp, servers, progress)
+    assert servers.fake is not None and servers.mc is not None
+    fake, mc = servers.fake, servers.mc
+    arms = make_arms(fake, mc, servers.ll, with_10k=True, floor=servers.floor)
+    qs = Questions(args.seed)
+    runner = event_loop_runner()
+    broken = run_phase1(args, info, arms, fake, qs, runner, progress)
+    if broken:
+        print(f"ERROR: arms {broken} failed more than 10 % of their requests; nothing is written.\n"
+              f"--- memchat log (tail) ---\n{mc.log_text()[-3000:]}", file=sys.stderr)
+        return 1
+    if args.long_requests > 0:
+        run_phase1b(args, arms, fake, qs, runner, progress)
+    if args.profile:
+        run_profile(args, info, arms, servers, qs, runner, tmp, progress)
+    run_phase2(args, arms, fake, qs, runner, progress)
+    finish(args, info, arms, servers, progress)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    command = start_run("bench_proxy.py", argv)
+    progress = Progress()
+    info: dict[str, Any] = {"command": command.strip(), "date": date.today().isoformat(), "machine": machine_line(),
+                            "source": use_app_ref(args.app_ref)}
+    tmp = Path(tempfile.mkdtemp(prefix="memchat-bench-proxy-"))
+    servers = Servers()
+    try:
+        return run(args, info, tmp, servers, progress)
     finally:
-        stop_all(floor, ll, mc, fake)
+        servers.stop()
         shutil.rmtree(tmp, ignore_errors=True)
         cleanup_app_exports()
 

@@ -32,10 +32,6 @@ os.environ.setdefault("LANCEDB_LOG", "error")  # Lance logs a WARN per LanceDB-h
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "scripts"))
-
 from app.memory.models import NewMemory
 from app.memory.search import SearchConfig
 from app.memory.store import MemoryStore

@@ -40,9 +40,6 @@ import msgspec
 import numpy as np
 import pyarrow as pa
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
 from app.storage import filters as F
 from app.memory.search import SearchConfig
 from app.memory.schema import build_schema, search_text

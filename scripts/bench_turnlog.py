@@ -43,8 +43,6 @@ from typing import Any
 
 os.environ.setdefault("LANCEDB_LOG", "error")
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
 from bench_common import (  # noqa: E402
     start_run,
     stop_all,

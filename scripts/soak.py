@@ -35,15 +35,15 @@ from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("LANCEDB_LOG", "error")
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_common import (  # noqa: I001
+from app.testkit.chunks import decode_message  # noqa: E402
+from bench_common import (  # noqa: E402, I001
     start_run,
     stop_all,
     MODEL, REALISTIC, CpuMeter, FakeUpstream, Memchat, fmt, load_now, machine_line, md_table, memchat_env, pct,
     peak_rss_mib, rss_mib, versions, write_section)
-from bench_proxy import Questions, fill_template, memory_texts  # synthetic text
-from soak_clients import AUTH, Conv, Res, SoakClient, WsClient, classify, decode_message
+from bench_text import Questions, fill_template, memory_texts  # noqa: E402
+from soak_clients import AUTH, Conv, Res, SoakClient, WsClient, classify  # noqa: E402
 
 SURFACES = ("openai-sse", "openai-json", "personal-sse", "ws")
 COMMIT_AFTER = 5

@@ -1,7 +1,7 @@
 """The soak test's clients (``scripts/soak.py``): one per chat surface, each sending one turn of a
 conversation and recording what came back (status, frames with their arrival times, errors by kind).
 
-* ``SoakClient``: a ``RawClient`` (keep-alive raw socket) for the OpenAI surface, streaming or not, and the
+* ``SoakClient``: the kit's SSE client (keep-alive raw socket) for the OpenAI surface, streaming or not, and the
   personal-chat SSE surface;
 * ``WsClient``: one ``/ws/chat`` websocket, reconnected after a failure;
 * ``classify``: the error kind of a finished turn, or None.
@@ -14,10 +14,12 @@ import contextlib
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 import msgspec
 
+from app.testkit.chunks import decode_chunk, decode_message
+from app.testkit.sse import DONE, read_frame
 from bench_common import API_KEY, MODEL, RawClient, StreamResult
 
 AUTH = {"authorization": f"Bearer {API_KEY}"}
@@ -30,32 +32,7 @@ class LoadState(Protocol):
     committed_events: int
 
 
-class _Delta(msgspec.Struct):
-    content: str | None = None
-
-
-class _Choice(msgspec.Struct):
-    delta: _Delta | None = None
-    message: _Delta | None = None
-
-
-class _Chunk(msgspec.Struct):          # an OpenAI stream chunk or a non-stream completion
-    choices: list[_Choice] | None = None
-    error: Any = None
-
-
-class _Msg(msgspec.Struct):            # a personal-chat frame or a websocket message
-    type: str | None = None
-    token: str | None = None
-    error: Any = None
-    session_id: str | None = None
-    chat_id: str | None = None
-    code: str | None = None
-    message: str | None = None
-    turns: list[Any] | None = None
-
-
-_dec_chunk, decode_message, _enc = msgspec.json.Decoder(_Chunk).decode, msgspec.json.Decoder(_Msg).decode, msgspec.json.encode
+_enc = msgspec.json.encode
 
 
 @dataclass
@@ -104,55 +81,34 @@ class SoakClient(RawClient):
         await self.stream(path, body, timeout=load.timeout, res=res)
         if self.surface == "openai-json" and res.status == 200 and res.error is None:
             try:
-                c = _dec_chunk(res.body)
-                res.token(c.choices[0].message.content if c.choices and c.choices[0].message else None, res.done)
+                res.token(decode_chunk(res.body).message_text(), res.done)
             except msgspec.DecodeError:
                 res.kind, res.error = "bad_body", f"undecodable body {res.body[:120]!r}"
         return res
 
-    async def _stream(self, path: str, body: bytes, res: Res, clock: Any) -> None:  # type: ignore[override]
-        if self._writer is None:
-            await self._connect()
-        assert self._reader is not None and self._writer is not None
-        reader = self._reader
-        res.start = clock()
-        self._writer.write(f"POST {path} HTTP/1.1\r\n{self._head}content-length: {len(body)}\r\n\r\n".encode() + body)
-        lines = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
-        res.status = int(lines[0].split()[1])
-        res.headers = hdrs = {k.strip().lower(): v.strip() for k, _, v in (x.partition(":") for x in lines[1:] if x)}
-        if "chunked" not in hdrs.get("transfer-encoding", "").lower():
-            n = int(hdrs.get("content-length", "0"))
-            res.body, res.done = (await reader.readexactly(n) if n else b""), clock()
-        else:
-            buf = b""
-            while size := int((await reader.readuntil(b"\r\n")).split(b";", 1)[0], 16):
-                buf += (await reader.readexactly(size + 2))[:-2]
-                if b"\n\n" in buf:
-                    now = clock()
-                    *frames, buf = buf.split(b"\n\n")
-                    for line in b"\n".join(frames).split(b"\n"):
-                        if line.startswith(b"data:"):
-                            self._frame(line[5:].strip(), now, res)
-            await reader.readuntil(b"\r\n")
-        if hdrs.get("connection", "").lower() == "close":
-            await self.close()
+    # The SSEClient hooks: keep head and body, read OpenAI or personal-chat frames.
 
-    def _frame(self, payload: bytes, now: float, res: Res) -> None:
-        if payload == b"[DONE]":
+    def on_head(self, res: Res, headers: dict[str, str]) -> None:  # type: ignore[override]
+        res.headers = headers
+
+    def on_body(self, res: Res, payload: bytes, now: float) -> None:  # type: ignore[override]
+        res.body, res.done = payload, now
+
+    def on_stream_end(self, res: Res) -> None:  # type: ignore[override]
+        pass
+
+    def on_data(self, res: Res, payload: bytes, now: float) -> None:  # type: ignore[override]
+        if payload == DONE:
             res.done = now
             return
         try:
-            if self.surface == "personal-sse":
-                m = decode_message(payload)
-                text, err, res.chat_id = m.token, m.error, m.session_id or res.chat_id
-            else:
-                c = _dec_chunk(payload)
-                text, err = (c.choices[0].delta.content if c.choices and c.choices[0].delta else None), c.error
+            text, err, session = read_frame(payload, memories_style=self.surface == "personal-sse")
         except msgspec.DecodeError:
             res.kind, res.error = "bad_frame", f"undecodable frame {payload[:120]!r}"
             return
         if err is not None:
             res.kind, res.error = "error_frame", f"error frame: {str(err)[:160]}"
+        res.chat_id = session or res.chat_id
         res.token(text, now)
 
 

@@ -7,8 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support.fake_upstream import FakeUpstream
-from tests.support.server import MemchatServer
+from app.testkit import FakeUpstream, MemchatServer
 
 KEY_ORG1 = "test-key-org1"
 KEY_ORG1_B = "test-key-org1-second"

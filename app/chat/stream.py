@@ -183,11 +183,17 @@ class ChatStream:
 
     async def _run(self) -> AsyncGenerator[StreamEvent, None]:
         relay = self._relay
+        chunks = self._upstream.iter_bytes()
         try:
-            async for raw in self._upstream.iter_bytes():
-                out, delta = relay.feed(raw)
-                if out:
-                    yield Chunk(out, delta)
+            try:
+                async for raw in chunks:
+                    out, delta = relay.feed(raw)
+                    if out:
+                        yield Chunk(out, delta)
+            finally:  # closed here and now, not later by the event loop's generator finaliser
+                close = getattr(chunks, "aclose", None)
+                if close is not None:
+                    await close()
             if not relay.ended_cleanly:
                 raise UpstreamError("the upstream stream ended before it was complete")
         except UpstreamError as exc:

@@ -182,5 +182,16 @@ class Conversations:
             self.on_recorded(record)
         return record
 
+    async def delete_tenant(self, org_id: str, namespace: str) -> int:
+        """Forget a tenant's conversations: its turns, and what this process remembers of them (so a
+        repeated message never rejoins a forgotten conversation). Returns the turns deleted."""
+        deleted = await self.turnlog.delete_tenant(org_id, namespace)
+        for key in [k for k in self._recent if k[:2] == (org_id, namespace)]:
+            del self._recent[key]
+        for key in [k for k in self._first_turns if k[:2] == (org_id, namespace)]:
+            chat_id, _ = self._first_turns.pop(key)
+            self._first_turn_of_chat.pop(chat_id, None)
+        return deleted
+
     async def history(self, org_id: str, namespace: str, chat_id: str) -> list[TurnRecord]:
         return await self.turnlog.chat_turns(org_id, namespace, chat_id)

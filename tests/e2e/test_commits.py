@@ -11,9 +11,8 @@ import httpx2
 import openai
 import pytest
 
+from app.testkit import FakeUpstream, MemchatServer
 from tests.conftest import API_KEYS, KEY_ORG1, KEY_ORG2
-from tests.support.fake_upstream import FakeUpstream
-from tests.support.server import MemchatServer
 
 pytestmark = pytest.mark.usefixtures("clean_fake")
 H1 = {"Authorization": f"Bearer {KEY_ORG1}"}

@@ -14,10 +14,7 @@ import openai
 import pytest
 from openai import AsyncOpenAI, OpenAI
 
-try:  # works whether or not tests/ is a package
-    from tests.support.fake_upstream import FakeUpstream, FakeUpstreamError, free_port
-except ModuleNotFoundError:  # pragma: no cover - depends on rootdir/sys.path layout
-    from support.fake_upstream import FakeUpstream, FakeUpstreamError, free_port
+from app.testkit import FakeUpstream, FakeUpstreamError, free_port
 
 TOKEN_RE = re.compile(r"\S+\s*|\s+")
 MODEL = "fake-gpt"

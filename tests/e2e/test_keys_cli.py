@@ -10,8 +10,7 @@ from pathlib import Path
 
 import httpx2
 
-from tests.support.fake_upstream import REPO_ROOT
-from tests.support.server import MemchatServer
+from app.testkit import REPO_ROOT, MemchatServer
 
 CHAT = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
 

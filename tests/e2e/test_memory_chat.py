@@ -6,9 +6,8 @@ import httpx2
 import openai
 import pytest
 
+from app.testkit import FakeUpstream, MemchatServer
 from tests.conftest import KEY_ORG1, KEY_ORG1_B, KEY_ORG2
-from tests.support.fake_upstream import FakeUpstream
-from tests.support.server import MemchatServer
 
 pytestmark = pytest.mark.usefixtures("clean_fake")
 

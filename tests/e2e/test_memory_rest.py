@@ -8,8 +8,8 @@ import uuid
 import httpx2
 import pytest
 
+from app.testkit import MemchatServer
 from tests.conftest import KEY_ORG1, KEY_ORG2
-from tests.support.server import MemchatServer
 
 H1 = {"Authorization": f"Bearer {KEY_ORG1}"}
 H2 = {"Authorization": f"Bearer {KEY_ORG2}"}

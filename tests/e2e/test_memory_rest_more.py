@@ -17,9 +17,8 @@ import lancedb
 import pytest
 
 from app.storage import filters as F
+from app.testkit import REPO_ROOT, FakeUpstream, MemchatServer
 from tests.conftest import KEY_ORG1, KEY_ORG2
-from tests.support.fake_upstream import REPO_ROOT, FakeUpstream
-from tests.support.server import MemchatServer
 from tests.e2e.test_commits import chat, wait_for_memories
 
 H1 = {"Authorization": f"Bearer {KEY_ORG1}"}

@@ -9,10 +9,8 @@ import httpx2
 import openai
 import pytest
 
+from app.testkit import FakeUpstream, MemchatServer, raw_request
 from tests.conftest import KEY_ORG1
-from tests.support.fake_upstream import FakeUpstream
-from tests.support.rawhttp import raw_request
-from tests.support.server import MemchatServer
 
 pytestmark = pytest.mark.usefixtures("clean_fake")
 
@@ -172,7 +170,7 @@ def test_mid_stream_drop_is_an_sdk_error(server: MemchatServer, fake: FakeUpstre
 
 
 def test_upstream_refused_is_502(tmp_path, namespace: str) -> None:
-    from tests.support.fake_upstream import free_port
+    from app.testkit import free_port
 
     dead = f"http://127.0.0.1:{free_port()}/v1"
     env = {"MEMCHAT_UPSTREAM_BASE_URL": dead, "MEMCHAT_API_KEYS": f"{KEY_ORG1}=org1"}

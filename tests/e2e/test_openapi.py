@@ -12,8 +12,7 @@ from typing import Any
 import httpx2
 import pytest
 
-from tests.support.fake_upstream import REPO_ROOT
-from tests.support.server import MemchatServer
+from app.testkit import REPO_ROOT, MemchatServer
 
 SEED_FIELDS = {"content", "createdAt", "id", "organizationId", "source", "sourceThreadId", "sourceTurnId"}
 ROUTES = {

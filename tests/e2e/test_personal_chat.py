@@ -12,9 +12,8 @@ from collections.abc import Iterator
 import httpx2
 import pytest
 
+from app.testkit import REPO_ROOT, FakeUpstream, MemchatServer
 from tests.conftest import API_KEYS, KEY_ORG1, KEY_ORG2
-from tests.support.fake_upstream import REPO_ROOT, FakeUpstream
-from tests.support.server import MemchatServer
 
 pytestmark = pytest.mark.usefixtures("clean_fake")
 

@@ -16,9 +16,8 @@ import httpx2
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
+from app.testkit import REPO_ROOT, FakeUpstream, MemchatServer
 from tests.conftest import KEY_ORG1
-from tests.support.fake_upstream import REPO_ROOT, FakeUpstream
-from tests.support.server import MemchatServer
 
 pytestmark = pytest.mark.usefixtures("clean_fake")
 

@@ -14,9 +14,8 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from app.testkit import FakeUpstream, MemchatServer
 from tests.conftest import API_KEYS, KEY_ORG1, KEY_ORG2
-from tests.support.fake_upstream import FakeUpstream
-from tests.support.server import MemchatServer
 
 pytestmark = pytest.mark.usefixtures("clean_fake")
 

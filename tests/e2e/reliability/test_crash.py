@@ -9,9 +9,8 @@ from pathlib import Path
 import httpx2
 import pytest
 
+from app.testkit import FakeUpstream, MemchatServer
 from tests.conftest import API_KEYS, KEY_ORG1
-from tests.support.fake_upstream import FakeUpstream
-from tests.support.server import MemchatServer
 
 AUTH = {"Authorization": f"Bearer {KEY_ORG1}"}
 

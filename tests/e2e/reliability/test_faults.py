@@ -15,9 +15,8 @@ from collections.abc import Iterator
 import httpx2
 import pytest
 
+from app.testkit import FakeUpstream, MemchatServer
 from tests.conftest import API_KEYS, KEY_ORG1
-from tests.support.fake_upstream import FakeUpstream
-from tests.support.server import MemchatServer
 
 pytestmark = pytest.mark.usefixtures("clean_fake")
 AUTH = {"Authorization": f"Bearer {KEY_ORG1}"}

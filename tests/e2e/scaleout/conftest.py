@@ -14,8 +14,7 @@ import httpx2
 import pytest
 
 from tests.conftest import API_KEYS
-from tests.support.fake_upstream import FakeUpstream, free_port
-from tests.support.server import MemchatServer
+from app.testkit import FakeUpstream, MemchatServer, free_port
 
 BUCKET = "memchat-replicas"
 

@@ -15,7 +15,7 @@ import pytest
 
 from tests.conftest import KEY_ORG1
 from tests.e2e.scaleout.conftest import Cluster
-from tests.support.server import MemchatServer
+from app.testkit import MemchatServer
 
 AUTH = {"Authorization": f"Bearer {KEY_ORG1}"}
 
@@ -96,7 +96,11 @@ def test_kill9_and_replacement_lose_no_answered_turn(cluster: Cluster) -> None:
     def all_committed() -> bool:
         return all(len(conversation_memories(living[0], u)) >= len(answered[u]) for u in users)
 
-    wait_until(all_committed, 90, "every answered turn to be committed")
+    try:
+        wait_until(all_committed, 150, "every answered turn to be committed")  # > the 60 s lease of a dead claim
+    except AssertionError:
+        state = {u: (answered[u], conversation_memories(living[0], u)) for u in users}
+        raise AssertionError(f"not all committed: {state}\n{replicas[0].log_text()[-3000:]}") from None
     time.sleep(3)  # a duplicate commit, if any, would land now
     for server in living:
         for user in users:

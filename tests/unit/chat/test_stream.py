@@ -236,3 +236,10 @@ async def test_leaving_after_done_does_not_record_again() -> None:
         events = [e async for e in stream]
     assert type(events[-1]) is Done and log == ["aclose", "finish"] and len(recorder.outcomes) == 1
     assert stream.outcome is events[-1].outcome
+
+
+async def test_a_cr_only_upstream_ends_cleanly() -> None:
+    log: list[str] = []
+    wire = (chunk("a", finish="stop") + DONE).replace(b"\n", b"\r")
+    events = await run(FakeUpstream([wire[:-1], wire[-1:]], log=log), Recorder(log))
+    assert [type(e) for e in events] == [Chunk, Done] and events[-1].outcome.completed

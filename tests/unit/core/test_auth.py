@@ -102,9 +102,6 @@ def test_revoking_the_last_key_empties_the_ring(key_file: Path) -> None:
     assert ring.empty
 
 
-@pytest.mark.xfail(strict=True, reason="KeyRing._reload decides 'unchanged' on st_mtime_ns alone: a key file "
-                                       "rewritten within one filesystem timestamp tick (coarse or 1-2 s mtime "
-                                       "granularity) is not re-read, so another ring keeps accepting a revoked key")
 def test_a_revocation_in_the_same_timestamp_tick_is_still_seen(key_file: Path) -> None:
     server, cli = KeyRing(key_file, {}), KeyRing(key_file, {})
     key, record = cli.create("org1")

@@ -25,7 +25,8 @@ def test_message_text(message: dict, text: str) -> None:
 
 def test_last_user_text() -> None:
     messages = [{"role": "system", "content": "sys"}, {"role": "user", "content": "first"},
-                {"role": "assistant", "content": "reply"}, {"role": "user", "content": [{"type": "text", "text": "second"}]},
+                {"role": "assistant", "content": "reply"},
+                {"role": "user", "content": [{"type": "text", "text": "second"}]},
                 {"role": "assistant", "content": "again"}, "not a dict", None]
     assert last_user_text(messages) == "second"
     assert last_user_text([{"role": "assistant", "content": "x"}]) == ""

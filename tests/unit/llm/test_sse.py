@@ -31,15 +31,20 @@ def feed_all(parts: list[bytes]) -> list[bytes]:
     return out
 
 
-@pytest.mark.parametrize("ending", [b"\n", b"\r\n"], ids=["LF", "CRLF"])
+@pytest.mark.parametrize("ending", [b"\n", b"\r\n", b"\r"], ids=["LF", "CRLF", "CR"])
 def test_every_line_ending_gives_the_same_events(ending: bytes) -> None:
     assert feed_all([stream(ending)]) == EVENTS
 
 
-def test_cr_line_endings_give_the_same_events_once_the_next_byte_arrives() -> None:
-    # A trailing CR is held back (it may be the first half of a CRLF); any following byte settles it.
-    assert feed_all([stream(b"\r"), b"\n"]) == EVENTS
-    assert feed_all([stream(b"\r"), b"data: next"]) == EVENTS
+def test_a_read_ending_in_cr_counts_it_as_a_line_end_at_once() -> None:
+    assert feed_all([stream(b"\r"), b"\n"]) == EVENTS          # the LF completing a CRLF is dropped
+    splitter = EventSplitter()
+    assert splitter.feed(b"data: a\r") == []
+    assert splitter.feed(b"\r") == [b"data: a"]                 # CR CR: complete without waiting
+    assert splitter.feed(b"\n") == []                           # the rest of that CRLF, not a line end
+    assert splitter.feed(b"data: b\n\n") == [b"data: b"]
+    assert splitter.feed(b"data: c\r") == [] and splitter.feed(b"") == []
+    assert splitter.feed(b"\n\r\n") == [b"data: c"]
 
 
 def test_mixed_line_endings_in_one_stream() -> None:
@@ -49,7 +54,7 @@ def test_mixed_line_endings_in_one_stream() -> None:
 
 @pytest.mark.parametrize("ending", [b"\n", b"\r\n", b"\r"], ids=["LF", "CRLF", "CR"])
 def test_a_split_at_any_byte_gives_the_unsplit_result(ending: bytes) -> None:
-    wire = stream(ending) + b"data: tail\n\n"  # a final LF event settles a trailing CR in every variant
+    wire = stream(ending) + b"data: tail\n\n"
     whole = feed_all([wire])
     assert whole[: len(EVENTS)] == EVENTS and whole[-1] == b"data: tail"
     for cut in range(len(wire) + 1):
@@ -89,6 +94,8 @@ def test_empty_events_are_dropped() -> None:
 
 
 def test_a_cr_terminated_event_is_complete_without_waiting_for_the_next_read() -> None:
+    # regression: a trailing CR used to be held back until the next read, so a CR-only upstream's last
+    # event (its [DONE]) was never seen
     assert EventSplitter().feed(b"data: [DONE]\r\r") == [b"data: [DONE]"]
 
 

@@ -23,7 +23,7 @@ from app.memory.extract import (
     build_extractor,
 )
 from app.memory.models import Memory
-from tests.support.fake_upstream import FakeUpstream
+from app.testkit import FakeUpstream
 
 DAY = datetime(2026, 11, 24, 15, 30, tzinfo=UTC)  # a Tuesday
 NOW = DAY + timedelta(hours=2)

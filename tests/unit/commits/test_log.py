@@ -1,0 +1,131 @@
+"""`app.commits.log`: claims, leases, saved facts and finishing on a real LanceDB table."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import anyio
+import pytest
+from lancedb.db import AsyncConnection
+
+from app.commits.log import CommitLog, commit_key
+from app.storage.connection import connect
+
+LEASE = timedelta(minutes=5)
+EXPIRED = timedelta(seconds=-1)   # every claim made with this lease has already run out
+
+
+@pytest.fixture
+async def db(tmp_path: Path) -> AsyncConnection:
+    return await connect(str(tmp_path))
+
+
+def test_commit_keys_are_injective() -> None:
+    assert commit_key("o", "n", "c", 1, 3) != commit_key("o", "n", "c", 1, 4)
+    assert commit_key("a/b", "c", "d", 1, 1) != commit_key("a", "b/c", "d", 1, 1)
+    assert commit_key("o", "n", "c/1", 1, 1) != commit_key("o", "n/c", "1", 1, 1)
+
+
+async def test_a_claim_is_held_by_its_owner_only(db: AsyncConnection) -> None:
+    log = await CommitLog.open(db, lease=LEASE)
+    row = await log.claim("org1", "ns", "chat", 1, 2, "worker-a")
+    assert row is not None and (row.owner, row.state, row.from_seq, row.to_seq) == ("worker-a", "claimed", 1, 2)
+    assert row.facts is None and row.memory_ids == []
+    assert row.lease_until > datetime.now(UTC) + LEASE - timedelta(minutes=1)
+    assert await log.claim("org1", "ns", "chat", 1, 2, "worker-b") is None
+    again = await log.claim("org1", "ns", "chat", 1, 2, "worker-a")            # idempotent for the owner
+    assert again is not None and again.commit_key == row.commit_key
+    other = await log.claim("org1", "ns", "chat", 3, 3, "worker-b")            # another range is free
+    assert other is not None and other.owner == "worker-b"
+    assert len(await log.for_chat("org1", "ns", "chat")) == 2
+
+
+async def test_two_owners_racing_for_one_claim(db: AsyncConnection) -> None:
+    logs = [await CommitLog.open(db, lease=LEASE) for _ in range(4)]
+    won: dict[str, object] = {}
+
+    async def claim(i: int) -> None:
+        won[f"w{i}"] = await logs[i].claim("org1", "ns", "chat", 1, 1, f"w{i}")
+
+    async with anyio.create_task_group() as group:
+        for i in range(len(logs)):
+            group.start_soon(claim, i)
+    holders = [owner for owner, row in won.items() if row is not None]
+    assert len(holders) == 1
+    [row] = await logs[0].for_chat("org1", "ns", "chat")
+    assert row.owner == holders[0]
+
+
+async def test_owners_racing_to_take_over_an_expired_lease(db: AsyncConnection) -> None:
+    dead = await CommitLog.open(db, lease=EXPIRED)
+    row = await dead.claim("org1", "ns", "chat", 1, 1, "dead")
+    assert row is not None and await dead.save_facts(row, "[]")
+    logs = [await CommitLog.open(db, lease=LEASE) for _ in range(3)]
+    won: dict[str, object] = {}
+
+    async def claim(i: int) -> None:
+        won[f"w{i}"] = await logs[i].claim("org1", "ns", "chat", 1, 1, f"w{i}")
+
+    async with anyio.create_task_group() as group:
+        for i in range(len(logs)):
+            group.start_soon(claim, i)
+    holders = [owner for owner, held in won.items() if held is not None]
+    assert len(holders) == 1
+    [stored] = await logs[0].for_chat("org1", "ns", "chat")
+    assert (stored.owner, stored.state, stored.facts) == (holders[0], "extracted", "[]")
+
+
+async def test_an_expired_lease_is_taken_over_with_the_saved_facts(db: AsyncConnection) -> None:
+    dying = await CommitLog.open(db, lease=EXPIRED)
+    log = await CommitLog.open(db, lease=LEASE)
+    row = await dying.claim("org1", "ns", "chat", 1, 2, "dead")
+    assert row is not None
+    assert await dying.save_facts(row, '[{"content": "I live in Lyon."}]')
+    taken = await log.claim("org1", "ns", "chat", 1, 2, "alive")
+    assert taken is not None and taken.owner == "alive"
+    assert (taken.state, taken.facts) == ("extracted", '[{"content": "I live in Lyon."}]')
+    # the old owner learns it lost the commit: its updates no longer apply
+    assert not await dying.finish(row, ["m1"])
+    stored = await log.get(taken.commit_key)
+    assert stored is not None and (stored.owner, stored.state) == ("alive", "extracted")
+
+
+async def test_a_valid_lease_is_not_taken_over(db: AsyncConnection) -> None:
+    log = await CommitLog.open(db, lease=LEASE)
+    row = await log.claim("org1", "ns", "chat", 1, 1, "a")
+    assert row is not None and await log.save_facts(row, "[]")
+    assert await log.claim("org1", "ns", "chat", 1, 1, "b") is None
+    assert (await log.get(row.commit_key)).owner == "a"
+
+
+async def test_finish_makes_a_commit_final(db: AsyncConnection) -> None:
+    log = await CommitLog.open(db, lease=EXPIRED)   # even an expired lease cannot reopen a done commit
+    row = await log.claim("org1", "ns", "chat", 1, 3, "a")
+    assert row is not None
+    assert await log.save_facts(row, "[]")
+    extracted = await log.get(row.commit_key)
+    assert extracted is not None and extracted.state == "extracted" and extracted.facts == "[]"
+    assert await log.finish(extracted, ["m1", "m2"])
+    done = await log.get(row.commit_key)
+    assert done is not None and (done.state, done.memory_ids) == ("done", ["m1", "m2"])
+    assert not done.lease_valid(datetime.now(UTC) - timedelta(days=1))
+    assert await log.claim("org1", "ns", "chat", 1, 3, "a") is None
+    assert await log.claim("org1", "ns", "chat", 1, 3, "b") is None
+    await log.finish(extracted, ["m3"])              # a second finish changes nothing
+    assert (await log.get(row.commit_key)).memory_ids == ["m1", "m2"]
+    assert [r.commit_key for r in await log.all_done()] == [row.commit_key]
+
+
+async def test_rows_are_scoped_by_tenant_and_forgotten_per_tenant(db: AsyncConnection) -> None:
+    log = await CommitLog.open(db, lease=LEASE)
+    tenants = [("org1", "ns"), ("org1", "' OR 1=1 --"), ("org'", "ns"), ("org1", "ns\\"), ("org1", "ns\x00")]
+    for org, ns in tenants:
+        assert await log.claim(org, ns, "chat", 1, 1, "a") is not None
+    for org, ns in tenants:
+        assert [r.chat_id for r in await log.for_chat(org, ns, "chat")] == ["chat"]
+    assert await log.delete_tenant("org1", "' OR 1=1 --") == 1
+    assert await log.for_chat("org1", "' OR 1=1 --", "chat") == []
+    for org, ns in [t for t in tenants if t != ("org1", "' OR 1=1 --")]:
+        assert len(await log.for_chat(org, ns, "chat")) == 1
+    assert await log.get("no such key") is None
