@@ -32,7 +32,7 @@ from app.memory.embed import Embedder, EmbedderUnavailable
 from app.memory.embedders import build_embedder
 from app.memory.entities import EntityExtractor
 from app.memory.entity_marks import EntityMarks
-from app.memory.extract import build_extractor
+from app.memory.extractors import build_extractor
 from app.memory.models import Memory
 from app.memory.retrieval import MemoryRetriever
 from app.memory.service import MemoryService

@@ -35,7 +35,8 @@ import msgspec
 from app.errors import UpstreamError
 from app.memory import extract_heuristic as H
 from app.memory.entity_marks import EntityMarks, content_hash
-from app.memory.extract import CompletionClient, ExtractionParseError, decode_payload, response_text
+from app.memory.extract import CompletionClient
+from app.memory.llm_json import ExtractionParseError, decode_payload, response_text
 from app.memory.limits import MAX_ENTITIES, MAX_ENTITY_CHARS
 from app.memory.models import Memory, ScoredMemory
 

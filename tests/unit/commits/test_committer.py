@@ -16,7 +16,8 @@ import pytest
 from app.commits.committer import ChatKey, Committer, due_time, memory_id
 from app.commits.log import CommitLog
 from app.memory.embed import NullEmbedder
-from app.memory.extract import ExtractedFact, build_extractor
+from app.memory.extract import ExtractedFact
+from app.memory.extractors import build_extractor
 from app.memory.store import MemoryStore
 from app.storage.connection import connect
 from app.turns.turnlog import TurnLog, TurnRecord

@@ -24,7 +24,7 @@ from app.memory.entities import (
     heuristic_entities,
     parse_entities,
 )
-from app.memory.extract import ExtractionParseError
+from app.memory.llm_json import ExtractionParseError
 from app.memory.models import Memory, NewMemory, ScoredMemory
 from app.memory.store import MemoryStore
 from app.memory.versions import VersionLog

@@ -14,14 +14,9 @@ import pytest
 from app.config import UpstreamSettings
 from app.errors import UpstreamError
 from app.llm.upstream import UpstreamClient
-from app.memory.extract import (
-    MARKER,
-    ConversationTurn,
-    ExtractedFact,
-    HeuristicExtractor,
-    LLMExtractor,
-    build_extractor,
-)
+from app.memory.extract import MARKER, ConversationTurn, ExtractedFact, HeuristicExtractor
+from app.memory.extract_llm import LLMExtractor
+from app.memory.extractors import build_extractor
 from app.memory.models import Memory
 from app.testkit import FakeUpstream
 
