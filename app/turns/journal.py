@@ -143,6 +143,48 @@ def live_segments(directory: Path, own_prefix: str) -> Iterator[Path]:
             yield path
 
 
+class SegmentTail:
+    """Other processes' segments, read incrementally: each read parses only the bytes appended since the
+    previous one (segments are append-only; a new inode means a new file). So a lookup on the request
+    path costs a directory listing and the new lines, not a parse of every segment every time."""
+
+    def __init__(self, record_type: type[Record]) -> None:
+        self._decoder = msgspec.json.Decoder(record_type)
+        self._files: dict[Path, tuple[int, int, list[Record]]] = {}  # path -> (inode, offset, records)
+
+    def read(self, directory: Path, own_prefix: str) -> list[Record]:
+        present = set(live_segments(directory, own_prefix)) if directory.is_dir() else set()
+        for gone in self._files.keys() - present:
+            del self._files[gone]
+        out: list[Record] = []
+        for path in present:
+            out.extend(self._read_file(path))
+        return out
+
+    def _read_file(self, path: Path) -> list[Record]:
+        try:
+            with path.open("rb") as fh:
+                inode = os.fstat(fh.fileno()).st_ino
+                have = self._files.get(path)
+                if have is None or have[0] != inode:
+                    have = (inode, 0, [])
+                offset, records = have[1], have[2]
+                fh.seek(offset)
+                data = fh.read()
+        except FileNotFoundError:  # flushed and removed meanwhile: its rows are in the table
+            self._files.pop(path, None)
+            return []
+        end = data.rfind(b"\n") + 1  # complete lines only; a line being written is read next time
+        for line in data[:end].split(b"\n"):
+            if line.strip():
+                try:
+                    records.append(self._decoder.decode(line))
+                except (msgspec.DecodeError, msgspec.ValidationError):
+                    continue  # a torn write: never acknowledged
+        self._files[path] = (inode, offset + end, records)
+        return records
+
+
 def read_segment(path: Path, record_type: type[Record], *, quiet: bool = False) -> list[Record]:
     """Every complete record of a segment; a torn or corrupt line is logged and skipped."""
     decoder = msgspec.json.Decoder(record_type)

@@ -39,7 +39,7 @@ from app.storage import filters as F
 from app.storage import tables
 from app.storage.tables import TIMESTAMP, retry
 from app.times import as_utc
-from app.turns.journal import Journal, Segment, live_segments, orphan_segments, read_segment
+from app.turns.journal import Journal, Segment, SegmentTail, orphan_segments, read_segment
 
 log = logging.getLogger("memchat.turnlog")
 
@@ -142,6 +142,7 @@ class TurnLog:
         self.flush_interval = flush_interval
         self.flush_rows = flush_rows
         self._journal: Journal | None = None
+        self._others = SegmentTail(TurnRecord)  # other workers' unflushed turns, read incrementally
         self._unflushed: dict[str, TurnRecord] = {}   # journaled, not yet in the table (turn_id -> row)
         self._full_segments: list[Segment] = []         # rotated out, waiting for their rows to be flushed
         self._journal_lock = anyio.Lock()               # write+fsync vs rotation
@@ -306,11 +307,10 @@ class TurnLog:
     def _journaled_elsewhere(self, keep: Callable[[TurnRecord], bool]) -> list[TurnRecord]:
         """Unflushed rows of the other workers on this host (their journal segments), matching ``keep``.
         Read *before* the table: a segment disappears only after its rows are in the table."""
-        if self.journal_dir is None or not self.journal_dir.is_dir():
+        if self.journal_dir is None:
             return []
         own = self._journal.prefix if self._journal is not None else "\0"
-        return [r for path in live_segments(self.journal_dir, own)
-                for r in read_segment(path, TurnRecord, quiet=True) if keep(r)]
+        return [r for r in self._others.read(self.journal_dir, own) if keep(r)]
 
     async def _query(self, where: str, keep: Callable[[TurnRecord], bool]) -> list[TurnRecord]:
         """Rows matching ``where`` in the table, plus the journaled, not yet flushed rows matching ``keep``
