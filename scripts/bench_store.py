@@ -1,37 +1,32 @@
 #!/usr/bin/env python3
 """Request-path cost of memchat with its store on an S3 endpoint versus on local disk, in one run.
 
-Loopback only. One fake upstream (``app.testkit.FakeUpstream``, zero delay, 50 tokens per reply) is the
-model of every arm; each memchat arm is a real ``memchat serve`` process with one worker
-(``bench_common.Memchat``, i.e. ``app.testkit.MemchatServer``):
+Loopback only. One fake upstream (``app.testkit.FakeUpstream``, zero delay, 50 tokens per reply) is the model
+of every arm; each memchat arm is a ``memchat serve`` with one worker (the kit's ``MemchatServer``):
 
-    direct       client -> fake                                        (the TTFT baseline)
-    local        client -> memchat, store under its data dir, default turn log (journal on) -> fake
-    local-table  the same with MEMCHAT_TURNLOG_JOURNAL=false: each turn is appended to the LanceDB table
-                 before [DONE] (separates "S3" from "no journal"; ``--no-local-table`` skips it)
-    s3           MEMCHAT_STORE_URI=s3://<bucket>/<prefix> on moto's S3 server (``moto_server``, a process
-                 on 127.0.0.1); journal off, as memchat defaults for a remote store: each answered turn
-                 is written to the store before [DONE]
+    direct       client -> fake: the baseline, subtracted from every latency (same block)
+    local        store under the data dir, default turn log (local journal, flushed in batches)
+    local-table  the same with MEMCHAT_TURNLOG_JOURNAL=false (each turn appended to the table before [DONE]):
+                 separates "S3" from "no journal"; ``--no-local-table`` skips it
+    s3           MEMCHAT_STORE_URI=s3://memchat-bench/memchat on moto's S3 server (``moto_server`` on
+                 127.0.0.1); no journal, memchat's default for a remote store: each turn is in the store
+                 before [DONE]
 
-Every memchat arm gets ``--memories`` memories imported into namespace ``filled``
-(``POST /api/v1/memory/import``) so retrieval runs; namespace ``empty`` has none. After a warm-up, the
-arms run in interleaved blocks (order rotated each block). In a block each arm serves ``--convs``
-two-turn conversations, one request at a time on a keep-alive connection (the test kit's raw-socket SSE
-client), plus one request to the empty namespace per conversation:
+Each memchat arm gets ``--memories`` memories in namespace ``filled`` (``POST /api/v1/memory/import``);
+``empty`` has none. After a warm-up, ``--blocks`` interleaved blocks (arm order rotated); per block each arm
+serves ``--convs`` x (``empty``: one message to ``empty``; ``filled``: turn 1 in ``filled``, retrieval runs;
+``follow-up``: turn 2 with the history and ``chat_id`` from turn 1's ``x-memchat-chat-id``, so the
+conversation lookup reads the turns table), one at a time on a keep-alive connection (the kit's SSE client),
+every question new; then ``--searches`` ``POST /api/v1/memory/search`` on ``filled``.
 
-* ``empty``     one user message, namespace ``empty``;
-* ``filled``    one user message, namespace ``filled`` (retrieval injects memories): turn 1;
-* ``follow-up`` turn 2 of that conversation: the history is sent and ``chat_id`` (from turn 1's
-                ``x-memchat-chat-id``) is given, so resolving the conversation reads the turns table;
+Per block: TTFT (sent -> first content token) and tail (first token -> ``data: [DONE]``, where the turn write
+shows), p50 and p90, minus direct's; CPU of memchat's process tree (``CpuMeter``, /proc) per streamed
+content chunk, and moto's apart; search latency; for s3, the turns table's manifests and moto's time to list
+them. Reported: medians over blocks, the spread (max - min) of per-block p50s as the noise, ratios to
+``local``; last, from moto's access log, the S3 requests of each kind of request before and after its first
+token (median of ``--probe-reps``).
 
-then ``--searches`` ``POST /api/v1/memory/search`` calls on ``filled`` (each question is new, so the
-embedder's cache never answers). Measured per block: TTFT (request sent -> first content token) and the
-tail (first token -> ``data: [DONE]``) as p50/p90 minus ``direct``'s in the same block; CPU seconds of
-memchat's process tree (``CpuMeter``, /proc) per streamed content chunk over the chat requests (and of
-moto's, for the s3 arm); search latency. Reported: the median over blocks of each per-block figure, the
-spread of the per-block p50s (min..max) as the noise, and the ratio to ``local``.
-
-    .venv/bin/python scripts/bench_store.py              # ~6 min, writes its section of docs/benchmarks.md
+    .venv/bin/python scripts/bench_store.py              # ~4-6 min, writes its section of docs/benchmarks.md
     .venv/bin/python scripts/bench_store.py --quick      # ~1 min
     .venv/bin/python scripts/bench_store.py --no-docs    # print only
 """
@@ -40,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.metadata
 import json
 import os
 import random
@@ -50,75 +46,60 @@ import sys
 import tempfile
 import time
 import urllib.parse
-from datetime import date
-from pathlib import Path
 from collections import Counter
 from collections.abc import Callable
-from typing import Any
+from datetime import date
+from pathlib import Path
 
 import msgspec
+import uvloop
 
 from app.testkit import ManagedProcess, free_port, http_ready, raw_request
 from app.testkit.rawhttp import http_call
 from bench_common import (
-    MODEL,
-    CpuMeter,
-    FakeUpstream,
-    Memchat,
-    RawClient,
-    StreamResult,
-    fmt,
-    load_now,
-    machine_line,
-    md_table,
-    memchat_env,
-    pct,
-    start_run,
-    stop_all,
-    versions,
-    write_section,
+    MODEL, CpuMeter, FakeUpstream, Memchat, RawClient, StreamResult, fmt, load_now, machine_line, md_table,
+    memchat_env, pct, start_run, stop_all, versions, write_section,
 )
 
-KEY, ORG = "bench-key", "bench"
-AUTH = {"authorization": f"Bearer {KEY}"}
-BUCKET = "memchat-bench"
+KEY, ORG, BUCKET = "bench-key", "bench", "memchat-bench"
 SECTION = "Store on an object store vs local disk"
 KINDS = ("empty", "filled", "follow-up")
 WORDS = ("garden", "budget", "recipe", "holiday", "printer", "violin", "marathon", "tax", "kitten", "bicycle",
          "novel", "interview", "podcast", "roof", "camera", "visa", "wedding", "exam", "sourdough", "climbing")
-S3_LINE = re.compile(r'"(?:\x1b\[[0-9;]*m)*(GET|PUT|HEAD|POST|DELETE) (\S+) HTTP/1\.[01]')  # moto's access log
 PEOPLE = ("Anna", "Ben", "Chloe", "Dev", "Elif", "Farid", "Greta", "Hugo", "Ines", "Jonas")
+S3_LINE = re.compile(r'"(?:\x1b\[[0-9;]*m)*(GET|PUT|HEAD|POST|DELETE) (\S+) HTTP/1\.[01]')  # moto's access log
+Probe = tuple[list[str], list[str]]  # S3 requests of one request: before its first token, after it
 
 
 class MotoS3:
-    """moto's S3 server on a loopback port, through the kit's ``ManagedProcess``, with one bucket."""
+    """moto's S3 server on a loopback port (the kit's ``ManagedProcess``) with one bucket; its access log
+    (one line per S3 request served) tells which requests memchat made."""
 
     def __init__(self) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.process: ManagedProcess | None = None
+        self.process = ManagedProcess([str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1",
+                                       "-p", str(self.port)], name="moto-s3", keep_log=False, startup_timeout=60)
 
     def start(self) -> MotoS3:
-        exe = Path(sys.executable).with_name("moto_server")
-        self.process = ManagedProcess([str(exe), "-H", "127.0.0.1", "-p", str(self.port)], name="moto-s3",
-                                      keep_log=False, startup_timeout=60)
         self.process.start(http_ready(self.url, any_status=True))
         http_call("PUT", f"{self.url}/{BUCKET}", parse=False)
         return self
 
-    @property
-    def pid(self) -> int:
-        assert self.process is not None
-        return self.process.pid
+    def stop(self) -> None:
+        self.process.stop()
+
+    def storage_options(self) -> str:
+        return json.dumps({"aws_endpoint": self.url, "aws_access_key_id": "k", "aws_secret_access_key": "s",
+                           "aws_region": "us-east-1", "allow_http": "true"})
 
     def mark(self) -> int:
-        """Where moto's log (one line per S3 request served) ends now."""
-        assert self.process is not None and self.process.log_path is not None
+        assert self.process.log_path is not None
         return self.process.log_path.stat().st_size
 
     def requests_since(self, offset: int) -> list[str]:
-        """The S3 requests logged since ``offset``, as "METHOD table/part", e.g. "PUT turns/_versions"."""
-        assert self.process is not None and self.process.log_path is not None
+        """S3 requests logged since ``offset`` as "METHOD table/part": "PUT turns/data", "LIST turns/_versions"."""
+        assert self.process.log_path is not None
         with open(self.process.log_path, "rb") as f:
             f.seek(offset)
             text = f.read().decode(errors="replace")
@@ -126,25 +107,23 @@ class MotoS3:
         for method, target in S3_LINE.findall(text):
             path, _, query = target.partition("?")
             if "list-type" in query:
-                method, path = "LIST", urllib.parse.unquote(query.partition("prefix=")[2].partition("&")[0])
-            parts = path.strip("/").split("/")
+                method, path = "LIST", urllib.parse.unquote(query.partition("prefix=")[2].partition("&")[0]) + "/"
+            parts = path.strip("/").split("/") if method == "LIST" else path.split("/")[:-1]
             i = next((i for i, p in enumerate(parts) if p.endswith(".lance")), None)
-            where = "?" if i is None else parts[i][:-6] + ("/" + parts[i + 1] if i + 2 < len(parts) else "")
-            out.append(f"{method} {where}")
+            out.append(f"{method} " + ("?" if i is None else "/".join([parts[i][:-6], *parts[i + 1:i + 2]])))
         return out
 
-    def storage_options(self) -> str:
-        return json.dumps({"aws_endpoint": self.url, "aws_access_key_id": "k", "aws_secret_access_key": "s",
-                           "aws_region": "us-east-1", "allow_http": "true"})
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.stop()
+    def list_versions(self, table: str) -> tuple[int, float]:
+        """Manifests of ``table`` on the first page of its ``_versions/`` listing (the request Lance makes
+        to find the latest version; at most 1000), and the seconds moto took."""
+        t0 = time.perf_counter()
+        xml = http_call("GET", f"{self.url}/{BUCKET}?list-type=2&prefix=memchat/{table}.lance/_versions/", parse=False)
+        return xml.count(b"<Key>"), time.perf_counter() - t0
 
 
 class Client(RawClient):
-    """The kit's SSE client, keeping the last response's headers (for ``x-memchat-chat-id``) and calling
-    ``at_first_token`` (when set) as the first content token arrives."""
+    """The kit's SSE client, keeping the last response's headers and calling ``at_first_token`` (if set)
+    when the first content token arrives."""
 
     headers: dict[str, str] = {}
     at_first_token: Callable[[], None] | None = None
@@ -161,12 +140,12 @@ class Client(RawClient):
 
 class Arm:
     def __init__(self, name: str, port: int, server: Memchat | None = None, moto: MotoS3 | None = None) -> None:
-        self.name, self.port, self.server, self.moto = name, port, server, moto
-        self.client = Client("127.0.0.1", port, {} if server is None else AUTH)
-        # per block: {metric: [samples]}
-        self.blocks: list[dict[str, list[float]]] = []
-        self.cpu: list[float] = []        # memchat CPU ms per content chunk, per block
-        self.moto_cpu: list[float] = []   # moto CPU ms per content chunk, per block
+        self.name, self.server, self.moto = name, server, moto
+        self.client = Client("127.0.0.1", port, {} if server is None else {"authorization": f"Bearer {KEY}"})
+        self.blocks: list[dict[str, list[float]]] = []  # per block: {metric: samples (s)}
+        self.cpu: list[float] = []       # per block: memchat CPU ms per content chunk
+        self.moto_cpu: list[float] = []  # per block: moto CPU ms per content chunk
+        self.listings: list[tuple[int, float]] = []  # per block (s3): turn manifests, moto's LIST seconds
         self.errors: list[str] = []
 
     def path(self, namespace: str, chat_id: str | None = None) -> str:
@@ -185,19 +164,16 @@ class Questions:
         return f"What should {self.rng.choice(PEOPLE)} know about the {a} and the {b}? (#{self.n})"
 
 
-def memories_jsonl(n: int, seed: int) -> bytes:
+def fill(server: Memchat, n: int, seed: int) -> float:
+    """Import ``n`` memories into namespace ``filled``; returns the seconds it took."""
     rng = random.Random(seed)
     facts = ("likes", "is saving for", "worries about", "is learning about", "wrote a note on", "asked about")
-    lines = [{"content": f"{rng.choice(PEOPLE)} {rng.choice(facts)} the {rng.choice(WORDS)} "
-                         f"and the {rng.choice(WORDS)} (fact {i}).", "entities": []} for i in range(n)]
-    return b"\n".join(msgspec.json.encode(x) for x in lines)
-
-
-def fill(server: Memchat, n: int, seed: int) -> float:
+    body = b"\n".join(msgspec.json.encode({"content": f"{rng.choice(PEOPLE)} {rng.choice(facts)} the "
+                                           f"{rng.choice(WORDS)} and the {rng.choice(WORDS)} (fact {i})."})
+                      for i in range(n))
     t0 = time.perf_counter()
-    status, _h, out = raw_request(server.port, "POST", "/api/v1/memory/import?namespace=filled",
-                                  [(b"authorization", f"Bearer {KEY}".encode()), (b"content-type", b"application/json")],
-                                  memories_jsonl(n, seed), timeout=600)
+    status, _, out = raw_request(server.port, "POST", "/api/v1/memory/import?namespace=filled",
+                                 [(b"authorization", f"Bearer {KEY}".encode())], body, timeout=600)
     if status != 200 or not isinstance(out, dict) or out.get("total") != n:
         raise RuntimeError(f"import into {server.url} failed: {status} {out!r}")
     return time.perf_counter() - t0
@@ -208,29 +184,30 @@ def chat(question: str, history: list[dict[str, str]] | None = None) -> tuple[by
     return msgspec.json.encode({"model": MODEL, "stream": True, "messages": messages}), messages
 
 
-async def one(arm: Arm, path: str, body: bytes, out: dict[str, list[float]], kind: str) -> StreamResult | None:
+def followup(messages: list[dict[str, str]], qs: Questions) -> bytes:
+    return chat(qs.next(), [*messages, {"role": "assistant", "content": "Echo: " + messages[-1]["content"]}])[0]
+
+
+async def one(arm: Arm, path: str, body: bytes, out: dict[str, list[float]], kind: str) -> bool:
     res = await arm.client.stream(path, body, timeout=60)
-    if not res.ok or res.ttft is None:
+    if not res.ok or res.ttft is None or res.done is None:
         arm.errors.append(f"{kind}: {res.error or res.status}")
-        return None
+        return False
     out[kind].append(res.ttft)
     out[kind + " tail"].append(res.done - res.start - res.ttft)
     out["chunks"].append(len(res.content_times))
-    return res
+    return True
 
 
 async def chat_block(arm: Arm, convs: int, qs: Questions) -> dict[str, list[float]]:
-    """``convs`` x (empty; filled turn 1; filled turn 2 with history and chat_id), one at a time."""
+    await arm.client.close()  # a fresh connection (connecting is not timed): uvicorn drops idle ones after 5 s
     out: dict[str, list[float]] = {k: [] for k in ("chunks", *KINDS, *(k + " tail" for k in KINDS))}
     for _ in range(convs):
         await one(arm, arm.path("empty"), chat(qs.next())[0], out, "empty")
         body, messages = chat(qs.next())
-        first = await one(arm, arm.path("filled"), body, out, "filled")
-        if first is None:
-            continue
-        chat_id = arm.client.headers.get("x-memchat-chat-id")
-        body, _ = chat(qs.next(), [*messages, {"role": "assistant", "content": "Echo: " + messages[-1]["content"]}])
-        await one(arm, arm.path("filled", chat_id), body, out, "follow-up")
+        if await one(arm, arm.path("filled"), body, out, "filled"):
+            chat_id = arm.client.headers.get("x-memchat-chat-id")
+            await one(arm, arm.path("filled", chat_id), followup(messages, qs), out, "follow-up")
     return out
 
 
@@ -241,76 +218,72 @@ async def search_block(arm: Arm, n: int, qs: Questions) -> list[float]:
         res = await arm.client.stream("/api/v1/memory/search?namespace=filled", body, timeout=60)
         if res.status != 200 or res.error is not None or res.end is None:
             arm.errors.append(f"search: {res.error or res.status}")
-            continue
-        lat.append(res.end - res.start)
+        else:
+            lat.append(res.end - res.start)
     return lat
 
 
-async def run_blocks(arms: list[Arm], args: argparse.Namespace, qs: Questions,
-                     started: float) -> tuple[list[float], dict[str, tuple[list[str], list[str]]]]:
-    """Warm-up, ``args.blocks`` interleaved blocks, then the S3 requests per kind of request. Returns the
-    other processes' load per block and those requests."""
-    for arm in arms:  # warm-up: connections, embedder, vector cache, first reads and writes of each table
+async def count_s3_requests(arm: Arm, reps: int, qs: Questions) -> dict[str, Probe]:
+    """Per kind of request, the S3 requests of the rep with the median count (background work -- commit
+    sweeper, maintenance, reloads -- can land in one rep)."""
+    assert arm.moto is not None
+    moto, out = arm.moto, {}
+    await arm.client.close()
+    for kind in (*KINDS, "search"):
+        samples: list[Probe] = []
+        for _ in range(reps):
+            marks = [moto.mark()]
+            if kind == "search":
+                await search_block(arm, 1, qs)
+            else:
+                body, messages = chat(qs.next())
+                path = arm.path("filled" if kind == "follow-up" else kind)
+                if kind == "follow-up":  # its turn 1 first, not counted
+                    await arm.client.stream(path, body, timeout=60)
+                    path = arm.path("filled", arm.client.headers.get("x-memchat-chat-id"))
+                    body, marks = followup(messages, qs), [moto.mark()]
+                arm.client.at_first_token = lambda m=marks: m.append(moto.mark())
+                await arm.client.stream(path, body, timeout=60)
+                arm.client.at_first_token = None
+            await asyncio.sleep(0.3)  # moto logs a request after answering it
+            before, after = moto.requests_since(marks[0]), moto.requests_since(marks[-1]) if len(marks) > 1 else []
+            samples.append((before[:len(before) - len(after)], after))
+        out[kind] = sorted(samples, key=lambda s: len(s[0]) + len(s[1]))[len(samples) // 2]
+    return out
+
+
+async def measure(arms: list[Arm], fake_pid: int, args: argparse.Namespace,
+                  started: float) -> tuple[list[float], dict[str, Probe]]:
+    """Warm-up, interleaved blocks, then the S3 request counts. Returns the other processes' load
+    (cores) per block, and the counts."""
+    qs = Questions(args.seed)
+    for arm in arms:  # connections, embedder, vector cache, first reads and writes of every table
         await chat_block(arm, 3, qs)
         if arm.server is not None:
             await search_block(arm, 3, qs)
         arm.errors.clear()
+    ours = [fake_pid, *(a.server.pid for a in arms if a.server), *(a.moto.process.pid for a in arms if a.moto)]
     foreign: list[float] = []
     for b in range(args.blocks):
-        order = arms[b % len(arms):] + arms[:b % len(arms)]
-        meter_all = CpuMeter(*(a.server.pid for a in arms if a.server), *(a.moto.pid for a in arms if a.moto))
-        for arm in order:
-            pids = [p.pid for p in (arm.server, arm.moto) if p is not None]
-            meter = CpuMeter(*pids)
+        whole = CpuMeter(*ours)
+        for arm in arms[b % len(arms):] + arms[:b % len(arms)]:
+            meter = CpuMeter(*(p for p in (arm.server and arm.server.pid, arm.moto and arm.moto.process.pid) if p))
             block = await chat_block(arm, args.convs, qs)
-            cpu = meter.stop()
-            chunks = sum(block["chunks"]) or 1
+            cpu, chunks = meter.stop()["procs"], sum(block["chunks"]) or 1
             if arm.server is not None:
-                arm.cpu.append(cpu["procs"][arm.server.pid] / chunks * 1e3)
+                arm.cpu.append(cpu[arm.server.pid] / chunks * 1e3)
                 block["search"] = await search_block(arm, args.searches, qs)
             if arm.moto is not None:
-                arm.moto_cpu.append(cpu["procs"][arm.moto.pid] / chunks * 1e3)
+                arm.moto_cpu.append(cpu[arm.moto.process.pid] / chunks * 1e3)
+                arm.listings.append(arm.moto.list_versions("turns"))
             arm.blocks.append(block)
-        foreign.append(meter_all.stop()["foreign_cores"])
-        print(f"[{time.perf_counter() - started:4.0f} s] block {b + 1}/{args.blocks}: " + ", ".join(
-            f"{a.name} filled TTFT p50 {statistics.median(a.blocks[-1]['filled'] or [float('nan')]) * 1e3:.1f} ms"
-            for a in arms) + f"; other processes {foreign[-1]:.2f} cores", flush=True)
+        foreign.append(whole.stop()["foreign_cores"])
+        print(f"[{time.perf_counter() - started:4.0f} s] block {b + 1}/{args.blocks}, filled TTFT / tail p50 ms: "
+              + ", ".join(f"{a.name} {pct(a.blocks[-1]['filled'], 50) * 1e3:.1f} / "
+                          f"{pct(a.blocks[-1]['filled tail'], 50) * 1e3:.1f}" for a in arms)
+              + f"; other processes {foreign[-1]:.2f} cores", flush=True)
     s3 = next((a for a in arms if a.moto is not None), None)
     return foreign, (await count_s3_requests(s3, args.probe_reps, qs) if s3 is not None else {})
-
-
-async def count_s3_requests(arm: Arm, reps: int, qs: Questions) -> dict[str, tuple[list[str], list[str]]]:
-    """For each kind of request, the S3 requests it made (moto's log) before its first token and after it,
-    of the rep whose total is the median of ``reps`` (background work -- the sweeper, maintenance -- can
-    land in one rep). The search's all count as "before"."""
-    assert arm.moto is not None
-    moto, out = arm.moto, {}
-    for kind in (*KINDS, "search"):
-        samples: list[tuple[list[str], list[str]]] = []
-        for _ in range(reps):
-            marks: list[int] = []
-            if kind == "search":
-                marks.append(moto.mark())
-                await search_block(arm, 1, qs)
-            else:
-                body, messages = chat(qs.next())
-                path = arm.path(kind)
-                if kind == "follow-up":  # its turn 1 first, not counted
-                    path = arm.path("filled")
-                    await arm.client.stream(path, body, timeout=60)
-                    path = arm.path("filled", arm.client.headers.get("x-memchat-chat-id"))
-                    body, _ = chat(qs.next(), [*messages, {"role": "assistant", "content": "Echo"}])
-                marks.append(moto.mark())
-                arm.client.at_first_token = lambda: marks.append(moto.mark())
-                await arm.client.stream(path, body, timeout=60)
-                arm.client.at_first_token = None
-            await asyncio.sleep(0.3)  # moto logs a request after answering it
-            before = moto.requests_since(marks[0])
-            after = moto.requests_since(marks[1]) if len(marks) > 1 else []
-            samples.append((before[:len(before) - len(after)], after))
-        samples.sort(key=lambda s: len(s[0]) + len(s[1]))
-        out[kind] = samples[len(samples) // 2]
-    return out
 
 
 # ------------------------------------------------------------------------------------------ report
@@ -321,122 +294,134 @@ def med(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
-def per_block(arm: Arm, direct: Arm | None, metric: str, q: float) -> list[float]:
-    """Per block: the arm's ``q`` percentile of ``metric`` (ms), minus direct's of the same block."""
-    out = []
-    for i, block in enumerate(arm.blocks):
-        v = pct(block.get(metric, []), q) * 1e3
-        if direct is not None:
-            v -= pct(direct.blocks[i].get(metric, []), q) * 1e3
-        out.append(v)
-    return out
+def per_block(arm: Arm, base: Arm | None, metric: str, q: float) -> list[float]:
+    """Per block: the ``q`` percentile of ``metric`` in ms, minus ``base``'s in the same block."""
+    return [pct(b[metric], q) * 1e3 - (pct(base.blocks[i][metric], q) * 1e3 if base else 0.0)
+            for i, b in enumerate(arm.blocks)]
 
 
-def summarize(arms: list[Arm]) -> dict[str, dict[str, tuple[float, float, float]]]:
-    """{arm: {row: (median p50, median p90, spread of p50 as max-min)}} in ms."""
-    direct = arms[0]
-    rows: dict[str, dict[str, tuple[float, float, float]]] = {}
+Row = tuple[float, float, float]  # median over blocks of p50, of p90, spread of the per-block p50 (ms)
+
+
+def summarize(arms: list[Arm]) -> dict[str, dict[str, Row]]:
+    def row(p50: list[float], p90: list[float] | None = None) -> Row:
+        return med(p50), med(p90) if p90 else float("nan"), max(p50) - min(p50)
+    rows = {}
     for arm in arms[1:]:
-        r: dict[str, tuple[float, float, float]] = {}
-        for kind in KINDS:
-            for metric, label in ((kind, f"TTFT added, {kind}"), (kind + " tail", f"first token → [DONE] added, {kind}")):
-                p50, p90 = per_block(arm, direct, metric, 50), per_block(arm, direct, metric, 90)
-                r[label] = (med(p50), med(p90), max(p50) - min(p50))
-        s50, s90 = per_block(arm, None, "search", 50), per_block(arm, None, "search", 90)
-        r["search latency (not minus direct)"] = (med(s50), med(s90), max(s50) - min(s50))
-        r["CPU ms per content chunk (memchat)"] = (med(arm.cpu), float("nan"), max(arm.cpu) - min(arm.cpu))
+        r = {f"{what}, {kind}": row(per_block(arm, arms[0], metric, 50), per_block(arm, arms[0], metric, 90))
+             for kind in KINDS for what, metric in (("TTFT added", kind), ("first token → [DONE] added", kind + " tail"))}
+        r["search latency (absolute)"] = row(per_block(arm, None, "search", 50), per_block(arm, None, "search", 90))
+        r["CPU ms per content chunk, memchat"] = row(arm.cpu)
         if arm.moto_cpu:
-            r["CPU ms per content chunk (moto S3 server)"] = (med(arm.moto_cpu), float("nan"),
-                                                              max(arm.moto_cpu) - min(arm.moto_cpu))
+            r["CPU ms per content chunk, moto (S3 server)"] = row(arm.moto_cpu)
         rows[arm.name] = r
     return rows
 
 
-def table(rows: dict[str, dict[str, tuple[float, float, float]]]) -> str:
+def table(rows: dict[str, dict[str, Row]]) -> str:
     names = list(rows)
-    labels = list(dict.fromkeys(label for r in rows.values() for label in r))
-    header = ["ms (median of blocks)"] + [f"{n} p50 / p90 (spread)" for n in names]
-    header += [f"{n} ÷ local (p50)" for n in names if n != "local"]
+    others = [n for n in names if n != "local"]
     out = []
-    for label in labels:
-        row: list[str] = [label]
+    for label in dict.fromkeys(label for r in rows.values() for label in r):
+        line = [label]
         for n in names:
             v = rows[n].get(label)
-            row.append("—" if v is None else f"{fmt(v[0], 2)}" + (f" / {fmt(v[1], 2)}" if v[1] == v[1] else "")
-                       + f" ({fmt(v[2], 2)})")
-        base = rows.get("local", {}).get(label)
-        for n in names:
-            if n != "local":
-                v = rows[n].get(label)
-                ok = v is not None and base is not None and abs(base[0]) > 0.05
-                row.append(f"{v[0] / base[0]:.1f}×" if ok else "—")  # type: ignore[index]
-        out.append(row)
-    return md_table(header, out)
+            line.append("—" if v is None else fmt(v[0], 2) + (f" / {fmt(v[1], 2)}" if v[1] == v[1] else "")
+                        + f" ({fmt(v[2], 2)})")
+        base = rows["local"].get(label) if "local" in rows else None
+        for n in others:
+            v = rows[n].get(label)
+            line.append(f"{v[0] / base[0]:.1f}×" if v and base and base[0] >= 0.5 else "—")
+        out.append(line)
+    return md_table(["ms, median of blocks", *(f"{n}: p50 / p90 (spread)" for n in names),
+                     *(f"{n} ÷ local, p50" for n in others)], out)
 
 
-def report(args: argparse.Namespace, command: str, machine: str, rows: dict[str, Any], arms: list[Arm],
-           foreign: list[float], fills: dict[str, float], s3_requests: dict[str, tuple[list[str], list[str]]],
-           wall: float) -> str:
+def drift_table(arms: list[Arm]) -> str:
+    """Per block: the s3 store's turn manifests, moto's time to list them, and the tails that depend on it."""
+    s3 = next((a for a in arms if a.moto is not None), None)
+    if s3 is None:
+        return ""
+    rows = [["turn manifests in the s3 store", *(str(n) for n, _ in s3.listings)],
+            ["moto: one LIST of them, ms", *(f"{t * 1e3:.0f}" for _, t in s3.listings)]]
+    for arm in arms[1:]:
+        rows.append([f"{arm.name}: first token → [DONE] added, filled, p50",
+                     *(f"{v:.0f}" for v in per_block(arm, arms[0], "filled tail", 50))])
+    rows.append(["s3: TTFT added, follow-up, p50", *(f"{v:.0f}" for v in per_block(s3, arms[0], "follow-up", 50))])
+    return ("The store grows during the run (each answered turn is one more table version, and maintenance keeps "
+            "10 minutes of versions); per block, in ms:\n\n"
+            + md_table(["block", *(str(i + 1) for i in range(len(s3.listings)))], rows))
+
+
+def s3_table(found: dict[str, Probe]) -> str:
+    def show(reqs: list[str]) -> str:
+        return f"{len(reqs)}: " + (", ".join(f"{n}× {r}" if n > 1 else r for r, n in Counter(reqs).most_common())
+                                   or "none")
+    return md_table(["request", "S3 requests before the first token", "first token → [DONE]"],
+                    [[k, show(b), show(a) if k != "search" else "—"] for k, (b, a) in found.items()])
+
+
+def report(args: argparse.Namespace, command: str, machine: str, arms: list[Arm], foreign: list[float],
+           fills: dict[str, float], probes: dict[str, Probe], wall: float) -> str:
+    rows = summarize(arms)
     vers = ", ".join(f"{k} {v}" for k, v in versions().items() if k != "litellm")
-    n = {a.name: {k: sum(len(b.get(k, [])) for b in a.blocks) for k in (*KINDS, "search")} for a in arms}
-    errors = {a.name: len(a.errors) for a in arms}
-    direct = {k: med([pct(b[k], 50) * 1e3 for b in arms[0].blocks]) for k in KINDS}
-    direct_tail = {k: med([pct(b[k + " tail"], 50) * 1e3 for b in arms[0].blocks]) for k in KINDS}
-    return f"""Measured {date.today().isoformat()} with
+    counts = "; ".join(f"{a.name} {sum(len(b['filled']) for b in a.blocks)} of each chat kind"
+                       + (f", {sum(len(b['search']) for b in a.blocks)} searches" if a.server else "")
+                       + f", {len(a.errors)} failed" for a in arms)
+    direct = ", ".join(f"{k} {med(per_block(arms[0], None, k, 50)):.2f} / "
+                       f"{med(per_block(arms[0], None, k + ' tail', 50)):.2f} ms" for k in KINDS)
+    table_arm = ", `local-table` (local store, `MEMCHAT_TURNLOG_JOURNAL=false`)" if args.local_table else ""
+    text = f"""Measured {date.today().isoformat()} with
 
 ```sh
 {command}
 ```
 
-Versions: {vers}; moto (S3 server) {_version("moto")}. Machine: {machine}. Run: {wall:.0f} s.
-Shared machine: other processes used {med(foreign):.2f} cores (median of blocks; min {min(foreign):.2f},
-max {max(foreign):.2f}) of the {_cores()} while the blocks ran.
+Versions: {vers}, moto {importlib.metadata.version("moto")}. Machine: {machine}; the run took {wall:.0f} s.
+The machine is shared with other jobs: while the blocks ran, other processes used {med(foreign):.2f} cores
+(median of blocks; {min(foreign):.2f}–{max(foreign):.2f}) of the {os.cpu_count()}.
 
-Arms, each a `memchat serve` with one worker started by the test kit, all against one fake upstream (zero delay,
-50 tokens per reply): `local` (store under the data dir, default turn log: journal on),
-{"`local-table` (local store, `MEMCHAT_TURNLOG_JOURNAL=false`), " if args.local_table else ""}`s3`
-(`MEMCHAT_STORE_URI=s3://{BUCKET}/memchat` on moto's S3 server, a process on 127.0.0.1: journal off, so each
-answered turn is in the store before `[DONE]`), and `direct` (client → fake). Namespace `filled` got
-{args.memories} memories through `POST /api/v1/memory/import` (import took {", ".join(f"{k} {v:.1f} s" for k, v in fills.items())});
-`empty` has none. {args.blocks} interleaved blocks (order rotated) after a warm-up; per block and arm
-{args.convs} × (request to `empty`; turn 1 in `filled`; turn 2 with the history and `chat_id`, so the
-conversation lookup reads the turns table), one at a time on a keep-alive connection, then {args.searches}
-`POST /api/v1/memory/search` on `filled`. Requests measured per arm: {n}; failed: {errors}.
-Each figure is computed per block (p50, p90 of that block's requests; TTFT and tail minus `direct`'s in the
-same block) and the table gives the median over blocks, with the spread (max − min) of the per-block p50 in
-parentheses as the noise. `direct` itself: TTFT p50 {", ".join(f"{k} {v:.2f} ms" for k, v in direct.items())};
-first token → `[DONE]` p50 {", ".join(f"{k} {v:.2f} ms" for k, v in direct_tail.items())}. CPU is the
-memchat process tree's user+system time over the block's chat requests (search excluded) per streamed
-content chunk (per-request work amortised over ~50-chunk replies); for `s3` moto's own CPU is listed apart
-(it stands in for a remote service and would not be on memchat's host).
+Arms: `memchat serve` processes (1 worker, local embedder, heuristic extractor, idle commits off) started by
+the test kit, in front of one fake upstream (zero delay, 50 tokens per reply): `local` (store under the data
+dir, default turn log: journal on){table_arm}, `s3` (`MEMCHAT_STORE_URI=s3://{BUCKET}/memchat` on moto's S3
+server, a process on 127.0.0.1: no journal, each answered turn is in the store before `[DONE]`); `direct`
+is the client straight to the fake. Namespace `filled` holds {args.memories} memories (imported through
+`POST /api/v1/memory/import`: {", ".join(f"{k} {v:.1f} s" for k, v in fills.items())}), `empty` none.
+After a warm-up, {args.blocks} interleaved blocks (arm order rotated); per block and arm {args.convs} × (a
+request to `empty`; turn 1 in `filled`; turn 2 with the history and `chat_id`, so the conversation lookup
+reads the turns table), one at a time on a keep-alive connection, then {args.searches} searches on `filled`;
+every question is new. Requests: {counts}.
+
+Each figure is computed per block (p50 and p90 of the block's requests; TTFT and "first token → `[DONE]`"
+minus `direct`'s in the same block); the table gives the median over blocks and, in parentheses, the spread
+(max − min) of the per-block p50s: the noise. `direct` itself (TTFT / first token → `[DONE]`, p50): {direct}.
+CPU: user+system time of the memchat process tree over the block's chat requests per streamed content chunk
+(per-request work amortised over ~50-chunk replies); moto's is listed apart (it stands in for a remote service).
 
 {table(rows)}
 
-S3 requests the `s3` arm made per request (moto's access log; the rep with the median count of
-{args.probe_reps}, after the blocks):
+{drift_table(arms)}
 
-{s3_table(s3_requests)}
+The S3 requests behind it, from moto's access log (`s3` arm, after the blocks; per kind the one of
+{args.probe_reps} with the median count; `LIST x/_versions` lists table x's manifests):
+
+{s3_table(probes)}
 """
-
-
-def s3_table(found: dict[str, tuple[list[str], list[str]]]) -> str:
-    def show(reqs: list[str]) -> str:
-        return ", ".join(f"{n}× {r}" if n > 1 else r for r, n in Counter(reqs).most_common()) or "none"
-    return md_table(["request", "before the first token", "first token → [DONE]"],
-                    [[k, f"{len(b)}: {show(b)}", f"{len(a)}: {show(a)}" if k != "search" else "—"]
-                     for k, (b, a) in found.items()])
-
-
-def _version(pkg: str) -> str:
-    import importlib.metadata
-    try:
-        return importlib.metadata.version(pkg)
-    except importlib.metadata.PackageNotFoundError:
-        return "?"
-
-
-def _cores() -> str:
-    return f"{os.cpu_count()} cores"
+    if "s3" in rows and "local" in rows and probes:
+        s3, loc, tab = rows["s3"], rows["local"], rows.get("local-table", rows["local"])
+        tail, first = "first token → [DONE] added, filled", per_block(next(a for a in arms if a.moto), arms[0], "filled tail", 50)
+        text += (
+            f"\nReading: on S3 the cost is after the last token. Each answered turn is appended to `turns` before "
+            f"`[DONE]` ({len(probes['filled'][1])} S3 requests): +{fmt(s3[tail][0], 1)} ms p50 over the run "
+            f"({first[0]:.0f} ms in block 1, {first[-1]:.0f} ms in block {len(first)} as the versions pile up), "
+            f"against {fmt(loc[tail][0], 1)} ms for `local` and {fmt(tab[tail][0], 1)} ms for a local append "
+            f"without journal. Before the first token, retrieval costs "
+            f"{fmt(s3['TTFT added, filled'][0] - loc['TTFT added, filled'][0], 1)} ms more than `local` "
+            f"({len(probes['filled'][0])} S3 requests), a follow-up with `chat_id` "
+            f"{fmt(s3['TTFT added, follow-up'][0] - loc['TTFT added, follow-up'][0], 1)} ms more "
+            f"({len(probes['follow-up'][0])}). moto on loopback answers in milliseconds; a real object store takes "
+            f"tens of ms per request, so scale by the request counts.\n")
+    return text
 
 
 # ------------------------------------------------------------------------------------------ main
@@ -446,18 +431,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="short run (~1 min)")
     p.add_argument("--memories", type=int, default=1000, help="memories imported into namespace 'filled'")
-    p.add_argument("--blocks", type=int, default=None, help="interleaved blocks (default 20, quick 3)")
-    p.add_argument("--convs", type=int, default=None, help="conversations per arm and block (default 10, quick 4)")
-    p.add_argument("--searches", type=int, default=None, help="searches per arm and block (default 15, quick 5)")
-    p.add_argument("--probe-reps", type=int, default=5, help="reps per kind when counting S3 requests")
+    p.add_argument("--blocks", type=int, default=None, help="interleaved blocks (default 16, quick 3)")
+    p.add_argument("--convs", type=int, default=None, help="conversations per arm and block (default 6, quick 4)")
+    p.add_argument("--searches", type=int, default=None, help="searches per arm and block (default 10, quick 5)")
+    p.add_argument("--probe-reps", type=int, default=5, help="reps per kind of request when counting S3 requests")
     p.add_argument("--no-local-table", dest="local_table", action="store_false",
                    help="skip the local-disk arm with MEMCHAT_TURNLOG_JOURNAL=false")
     p.add_argument("--no-docs", action="store_true", help="do not write docs/benchmarks.md")
     p.add_argument("--seed", type=int, default=7)
     a = p.parse_args(argv)
-    a.blocks = a.blocks or (3 if a.quick else 20)
-    a.convs = a.convs or (4 if a.quick else 10)
-    a.searches = a.searches or (5 if a.quick else 15)
+    a.blocks = a.blocks or (3 if a.quick else 16)
+    a.convs = a.convs or (4 if a.quick else 6)
+    a.searches = a.searches or (5 if a.quick else 10)
     if a.quick:
         a.memories = min(a.memories, 300)
     return a
@@ -469,13 +454,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     machine = machine_line()
     tmp = Path(tempfile.mkdtemp(prefix="memchat-bench-store-"))
-    fake = moto = None
-    servers: list[Memchat] = []
-    try:
-        import uvloop
-        runner = uvloop.run
-    except ImportError:  # pragma: no cover
-        runner = asyncio.run
+    fake, moto, servers = None, None, []
     try:
         fake = FakeUpstream("--tokens", "50", "--no-record").start()
         moto = MotoS3().start()
@@ -484,28 +463,24 @@ def main(argv: list[str] | None = None) -> int:
                  "s3": {"MEMCHAT_STORE_URI": f"s3://{BUCKET}/memchat", "MEMCHAT_STORAGE_OPTIONS": moto.storage_options()}}
         if not args.local_table:
             del specs["local-table"]
-        arms = [Arm("direct", fake.port)]
-        fills: dict[str, float] = {}
+        arms, fills = [Arm("direct", fake.port)], {}
         for name, extra in specs.items():
             server = Memchat(tmp / name, env={**base, **extra})
             servers.append(server)
             server.start()
             fills[name] = fill(server, args.memories, args.seed)
             arms.append(Arm(name, server.port, server, moto if name == "s3" else None))
-            print(f"[{time.perf_counter() - started:4.0f} s] {name}: memchat up, {args.memories} memories "
-                  f"imported in {fills[name]:.1f} s", flush=True)
-        foreign, s3_requests = runner(run_blocks(arms, args, Questions(args.seed), started))
+            print(f"[{time.perf_counter() - started:4.0f} s] {name}: {args.memories} memories imported in "
+                  f"{fills[name]:.1f} s", flush=True)
+        assert fake.proc is not None
+        foreign, probes = uvloop.run(measure(arms, fake.proc.pid, args, started))
         machine += f"; at the end {load_now()}"
-        for arm in arms:
-            if arm.errors:
-                print(f"{arm.name}: {len(arm.errors)} failed requests, e.g. {arm.errors[:3]}", file=sys.stderr)
         if any(len(a.errors) > 5 for a in arms):
-            for s in servers:
-                print(f"--- {s.data_dir.name} log (tail) ---\n{s.log_text()[-2000:]}", file=sys.stderr)
-            print("ERROR: too many failed requests; nothing is written.", file=sys.stderr)
+            print("ERROR: too many failed requests; nothing is written.\n" + "\n".join(
+                f"{a.name}: {a.errors[:3]}\n{a.server.log_text()[-1500:] if a.server else ''}" for a in arms),
+                file=sys.stderr)
             return 1
-        rows = summarize(arms)
-        text = report(args, command, machine, rows, arms, foreign, fills, s3_requests, time.perf_counter() - started)
+        text = report(args, command, machine, arms, foreign, fills, probes, time.perf_counter() - started)
         print("\n" + text)
         if not args.no_docs:
             write_section(SECTION, text)

@@ -65,11 +65,19 @@ class Committer:
         self.on_committed = on_committed
         self.clock = clock  # epoch seconds: idleness is judged against it
 
-    async def pending_turns(self, key: ChatKey) -> tuple[list[TurnRecord], list[CommitRow]]:
-        turns = await self.turnlog.chat_turns(key.org_id, key.namespace, key.chat_id)
+    async def pending_turns(self, key: ChatKey, turns: Sequence[TurnRecord]) -> tuple[list[TurnRecord], list[CommitRow], int]:
+        """The turns after the last done commit, the conversation's commit rows, and the last done seq."""
         rows = await self.commits.for_chat(key.org_id, key.namespace, key.chat_id)
         done_through = max((r.to_seq for r in rows if r.state == "done"), default=0)
-        return [t for t in turns if t.seq > done_through], rows
+        return [t for t in turns if t.seq > done_through], rows, done_through
+
+    async def _mark(self, key: ChatKey, through_seq: int) -> None:
+        """Record in the turn log that the conversation is committed through ``through_seq`` (it only
+        spares start-up recovery the rows; a failure is logged, never fatal)."""
+        try:
+            await self.turnlog.mark_committed(key.org_id, key.namespace, key.chat_id, through_seq)
+        except Exception as exc:
+            log.warning("marking chat %s committed through %d failed: %s", key.chat_id, through_seq, exc)
 
     async def commit(self, key: ChatKey) -> CommitResult:
         turns = await self.turnlog.chat_turns(key.org_id, key.namespace, key.chat_id)
@@ -78,7 +86,7 @@ class Committer:
         due = due_time(turns)
         if due > self.clock():
             return CommitResult("not_idle", retry_at=due)
-        pending, rows = await self.pending_turns(key)
+        pending, rows, done_through = await self.pending_turns(key, turns)
         now = datetime.now(UTC)
         active = [r for r in rows if r.lease_valid(now) and r.owner != self.owner]
         if active:
@@ -89,6 +97,8 @@ class Committer:
             from_seq, to_seq = target.from_seq, target.to_seq
             pending = [t for t in turns if from_seq <= t.seq <= to_seq]
         elif not pending:
+            if any(not t.committed for t in turns):
+                await self._mark(key, done_through)
             return CommitResult("nothing")
         else:
             from_seq, to_seq = pending[0].seq, pending[-1].seq
@@ -96,6 +106,8 @@ class Committer:
         if row is None:
             return CommitResult("busy", retry_at=self.clock() + self.commits.lease.total_seconds())
         result = await self._run(key, row, pending)
+        if result.status == "committed":
+            await self._mark(key, row.to_seq)
         if stale:  # more turns may be waiting behind the recovered range
             return msgspec.structs.replace(result, retry_at=self.clock())
         return result

@@ -12,6 +12,7 @@ conditional merge-insert followed by a read-back, so two workers or replicas nev
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 
 import msgspec
@@ -93,8 +94,20 @@ class CommitLog:
     async def for_chat(self, org_id: str, namespace: str, chat_id: str) -> list[CommitRow]:
         return await self._query(F.chat_filter(org_id, namespace, chat_id))
 
-    async def all_done(self) -> list[CommitRow]:
-        return await self._query("state = 'done'")
+    async def done_through(self, chats: Iterable[tuple[str, str, str]], chunk: int = 200) -> dict[tuple[str, str, str], int]:
+        """For each (org, namespace, chat id): the last seq a done commit covers (absent: none)."""
+        by_tenant: dict[tuple[str, str], list[str]] = {}
+        for org_id, namespace, chat_id in chats:
+            by_tenant.setdefault((org_id, namespace), []).append(chat_id)
+        out: dict[tuple[str, str, str], int] = {}
+        for (org_id, namespace), chat_ids in by_tenant.items():
+            for start in range(0, len(chat_ids), chunk):
+                where = F.and_(F.tenant_filter(org_id, namespace), "state = 'done'",
+                               F.in_("chat_id", chat_ids[start:start + chunk]))
+                for row in await self._query(where):
+                    key = (org_id, namespace, row.chat_id)
+                    out[key] = max(out.get(key, 0), row.to_seq)
+        return out
 
     async def get(self, key: str) -> CommitRow | None:
         rows = await self._query(f"commit_key = {F.sql_str(key)}")

@@ -23,7 +23,6 @@ from anyio.abc import TaskStatus
 from app.commits.committer import ChatKey
 from app.commits.log import CommitLog
 from app.commits.scheduler import CommitScheduler
-from app.storage.filters import tenant_key
 from app.turns.turnlog import TurnLog, TurnRecord
 
 log = logging.getLogger("memchat.sweeper")
@@ -54,20 +53,28 @@ class CommitSweeper:
         self.adopted = 0  # conversations scheduled because no deadline of this process covered them
 
     async def recover(self) -> int:
-        """Every conversation with uncommitted turns gets its deadline back. Returns how many."""
-        turns = await self.turnlog.activity_since(None)
-        done_through: dict[tuple[str, str], int] = {}
-        for row in await self.commits.all_done():
-            k = (row.tenant, row.chat_id)
-            done_through[k] = max(done_through.get(k, 0), row.to_seq)
-        unfinished = {ChatKey(t.org_id, t.namespace, t.chat_id) for t in turns
-                      if t.seq > done_through.get((tenant_key(t.org_id, t.namespace), t.chat_id), 0)}
+        """Every conversation with uncommitted turns gets its deadline back; returns how many. Reads only
+        the turns not marked committed (an index), so start-up does not grow with history; conversations
+        the commit log shows as done through their last turn are marked and not scheduled."""
+        turns = await self.turnlog.uncommitted()
         latest = latest_per_chat(turns)
-        for key in unfinished:
-            self.scheduler.touch_turn(latest[key])
-        if unfinished:
-            log.info("recovered %d conversation(s) with uncommitted turns", len(unfinished))
-        return len(unfinished)
+        max_seq: dict[ChatKey, int] = {}
+        for t in turns:
+            key = ChatKey(t.org_id, t.namespace, t.chat_id)
+            max_seq[key] = max(max_seq.get(key, 0), t.seq)
+        done = await self.commits.done_through((k.org_id, k.namespace, k.chat_id) for k in latest)
+        scheduled = healed = 0
+        for key, turn in latest.items():
+            through = done.get((key.org_id, key.namespace, key.chat_id), 0)
+            if through > 0:  # the marks the commit log proves (a crash between commit and mark)
+                healed += await self.turnlog.mark_committed(key.org_id, key.namespace, key.chat_id, through)
+            if max_seq[key] > through:
+                self.scheduler.touch_turn(turn)
+                scheduled += 1
+        if scheduled or healed:
+            log.info("start-up: %d conversation(s) with uncommitted turns scheduled, %d turn(s) marked committed",
+                     scheduled, healed)
+        return scheduled
 
     async def sweep_once(self, since: datetime) -> int:
         """Schedule the conversations with turns since ``since`` that this process is not watching."""

@@ -123,12 +123,20 @@ def superseded_by_filter(org_id: str, namespace: str, memory_id: str) -> str:
     return and_(tenant_filter(org_id, namespace), f"superseded_by = {sql_str(memory_id)}")
 
 
+def in_(column: str, values: Iterable[str]) -> str:
+    """``column IN (...)`` for string values (``column`` is memchat's own column name, never user input)."""
+    items = list(values)
+    if not items:
+        raise ValueError("in_ needs at least one value")
+    return f"{column} IN (" + ", ".join(sql_str(v) for v in items) + ")"
+
+
 def memory_id_filter(org_id: str, namespace: str, memory_ids: Iterable[str]) -> str:
     """Rows about these memories in a side table keyed by ``memory_id`` (versions, entity marks)."""
     ids = list(memory_ids)
     if not ids:
         raise ValueError("memory_id_filter needs at least one id")
-    return and_(tenant_filter(org_id, namespace), "memory_id IN (" + ", ".join(sql_str(i) for i in ids) + ")")
+    return and_(tenant_filter(org_id, namespace), in_("memory_id", ids))
 
 
 def chat_filter(org_id: str, namespace: str, chat_id: str) -> str:

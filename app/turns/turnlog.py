@@ -63,6 +63,9 @@ TURN_SCHEMA = pa.schema([
     pa.field("prefix_hash", pa.string(), nullable=False),
     pa.field("transcript_hash", pa.string(), nullable=False),
     pa.field("created_at", _TS, nullable=False),
+    # False until the turn's conversation is committed through it: start-up recovery reads only these
+    # rows (a bitmap index), not the whole history. Added by `migrate` to stores made before it existed.
+    pa.field("committed", pa.bool_()),
 ])
 
 
@@ -81,6 +84,7 @@ class TurnRecord(msgspec.Struct, frozen=True, kw_only=True):
     prefix_hash: str
     transcript_hash: str
     created_at: datetime
+    committed: bool = False
 
 
 def to_arrow(rows: Sequence[TurnRecord]) -> pa.Table:
@@ -100,6 +104,7 @@ def to_arrow(rows: Sequence[TurnRecord]) -> pa.Table:
         "prefix_hash": [r.prefix_hash for r in rows],
         "transcript_hash": [r.transcript_hash for r in rows],
         "created_at": [as_utc(r.created_at) for r in rows],
+        "committed": [r.committed for r in rows],
     }
     return pa.Table.from_pydict(cols, schema=TURN_SCHEMA)
 
@@ -107,6 +112,7 @@ def to_arrow(rows: Sequence[TurnRecord]) -> pa.Table:
 def _from_row(row: dict[str, object]) -> TurnRecord:
     data = {k: v for k, v in row.items() if k != "tenant"}
     data["created_at"] = as_utc(row["created_at"])  # type: ignore[arg-type]
+    data["committed"] = bool(row.get("committed"))
     return msgspec.convert(data, TurnRecord)
 
 
@@ -118,6 +124,19 @@ def latest_per_seq(rows: Sequence[TurnRecord]) -> list[TurnRecord]:
         if have is None or (row.created_at, row.turn_id) > (have.created_at, have.turn_id):
             best[row.seq] = row
     return [best[s] for s in sorted(best)]
+
+
+async def migrate(table: AsyncTable) -> None:
+    """Bring a turns table made by an earlier release up to `TURN_SCHEMA`: the ``committed`` column
+    (false for every existing row; start-up recovery then marks what the commit log says is done)."""
+    if "committed" not in (await table.schema()).names:
+        try:
+            await retry(lambda: table.add_columns({"committed": "false"}), what="turns.migrate")
+        except Exception as exc:  # another process added it first
+            if "committed" not in (await table.schema()).names:
+                raise
+            log.debug("turns.committed was added concurrently: %s", exc)
+        log.warning("turn log: added the 'committed' column to the turns table (one-time migration)")
 
 
 class _Pending:
@@ -157,7 +176,9 @@ class TurnLog:
     @classmethod
     async def open(cls, db: AsyncConnection, journal_dir: Path | None = None, **options: Any) -> TurnLog:
         """Open (or create) the table; with a journal, first replay what a dead process left in it."""
-        turnlog = cls(await tables.open_or_create(db, TURNS, TURN_SCHEMA), journal_dir, **options)
+        table = await tables.open_or_create(db, TURNS, TURN_SCHEMA)
+        await migrate(table)
+        turnlog = cls(table, journal_dir, **options)
         if journal_dir is not None:
             await turnlog.recover_journal()
         return turnlog
@@ -345,6 +366,20 @@ class TurnLog:
         where = f"created_at >= {F.sql_timestamp(since)}" if since else "seq >= 0"
         return await self._query(where, lambda r: since is None or r.created_at >= since)
 
+    async def uncommitted(self) -> list[TurnRecord]:
+        """Every turn not yet marked committed (start-up recovery): an indexed read of the pending rows,
+        plus what this host's journals hold."""
+        return await self._query("committed = false OR committed IS NULL", lambda r: not r.committed)
+
+    async def mark_committed(self, org_id: str, namespace: str, chat_id: str, through_seq: int) -> int:
+        """Mark a conversation's turns up to ``through_seq`` committed (after its commit is done). A turn
+        still in a journal is marked when recovery finds it committed; nothing depends on the mark but
+        how much start-up has to read."""
+        where = F.and_(F.chat_filter(org_id, namespace, chat_id), f"seq <= {int(through_seq)}",
+                       "(committed = false OR committed IS NULL)")
+        result = await retry(lambda: self._table.update({"committed": True}, where=where), what="turns.mark")
+        return int(getattr(result, "rows_updated", 0) or 0)
+
     async def delete_tenant(self, org_id: str, namespace: str) -> int:
         """Forget a tenant's turns: flushed first, so a later replay cannot bring them back."""
         await self.flush()
@@ -353,4 +388,8 @@ class TurnLog:
     async def maintain(self) -> None:
         """Index the lookup columns and compact the small versions group commit leaves behind."""
         await tables.ensure_btree(self._table, ("tenant", "chat_id", "transcript_hash", "created_at"), what=TURNS)
+        if await self._table.count_rows() > 0:
+            from lancedb.index import Bitmap
+
+            await tables.ensure_indexes(self._table, [("committed", Bitmap())], what=TURNS)
         await tables.optimize(self._table, what=TURNS)

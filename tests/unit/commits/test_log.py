@@ -114,7 +114,8 @@ async def test_finish_makes_a_commit_final(db: AsyncConnection) -> None:
     assert await log.claim("org1", "ns", "chat", 1, 3, "b") is None
     await log.finish(extracted, ["m3"])              # a second finish changes nothing
     assert (await log.get(row.commit_key)).memory_ids == ["m1", "m2"]
-    assert [r.commit_key for r in await log.all_done()] == [row.commit_key]
+    assert await log.done_through([("org1", "ns", "chat"), ("org1", "ns", "other"), ("org2", "ns", "chat")]) == {
+        ("org1", "ns", "chat"): 3}
 
 
 async def test_rows_are_scoped_by_tenant_and_forgotten_per_tenant(db: AsyncConnection) -> None:
