@@ -1,0 +1,238 @@
+#!/usr/bin/env python3
+"""LoCoMo turn-level retrieval through memchat's own HTTP API, as a new user would see it.
+
+For every leg (a server configuration given as environment variables) a real memchat server is
+started (``python -m app serve``, offline: no upstream), each LoCoMo conversation is imported into its
+own namespace with ``POST /api/v1/memory/import`` (one memory per dialogue turn, see
+`locomo_data.py`), and every question is sent to ``POST /api/v1/memory/search`` with ``limit`` 10.
+Reported per category and overall: R@5, R@10 (fraction of a question's evidence turns in the top k,
+averaged over questions), MRR@10 (first evidence turn), and the search latency p50/p95 seen by the
+client. Conversations 0-4 (where anything was tuned) and 5-9 (the check) are also reported apart.
+
+``--inproc`` additionally loads the data into a `MemoryStore` in this process (local embedder) and
+reports R@k and the latency of ``store.search`` called directly, for the default and for named
+`SearchConfig` variants (``--configs``).
+
+    .venv/bin/python scripts/bench_locomo.py --data /work/bench-data/locomo10.json
+    .venv/bin/python scripts/bench_locomo.py --leg default --leg fts:MEMCHAT_EMBEDDER=none
+    .venv/bin/python scripts/bench_locomo.py --no-http --inproc --configs default,fts
+
+The data set (CC BY-NC 4.0) is read from ``--data`` or ``MEMCHAT_LOCOMO_PATH`` and never written
+anywhere; only aggregate numbers are printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import locomo_data as L
+
+KEY = "bench-key"
+ORG = "bench-org"
+
+
+# ----------------------------------------------------------------------------- metrics
+def score(ranked_dias: list[str], evidence: set[str]) -> dict[str, float]:
+    def recall(k: int) -> float:
+        return len(set(ranked_dias[:k]) & evidence) / len(evidence)
+
+    rr = next((1.0 / i for i, d in enumerate(ranked_dias[:10], 1) if d in evidence), 0.0)
+    return {"r5": recall(5), "r10": recall(10), "mrr": rr}
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    s = sorted(values)
+    return s[min(len(s) - 1, int(round(q / 100 * (len(s) - 1))))]
+
+
+def table(rows: list[dict], title: str) -> str:
+    """Markdown table: overall, per category, conversations 0-4 and 5-9."""
+    groups: list[tuple[str, list[dict]]] = [("overall", rows)]
+    groups += [(f"{c} {n}", [r for r in rows if r["cat"] == c]) for c, n in L.CATEGORIES.items()]
+    groups += [("conv 0-4", [r for r in rows if r["conv"] < 5]), ("conv 5-9", [r for r in rows if r["conv"] >= 5])]
+    out = [f"**{title}**", "", "| subset | n | R@5 | R@10 | MRR@10 | p50 ms | p95 ms |", "|---|---:|---:|---:|---:|---:|---:|"]
+    for name, rs in groups:
+        if not rs:
+            continue
+        m = {k: 100 * statistics.fmean(r[k] for r in rs) for k in ("r5", "r10", "mrr")}
+        lat = [r["ms"] for r in rs]
+        out.append(f"| {name} | {len(rs)} | {m['r5']:.1f} | {m['r10']:.1f} | {m['mrr']:.1f} | "
+                   f"{pct(lat, 50):.1f} | {pct(lat, 95):.1f} |")
+    return "\n".join(out)
+
+
+# ----------------------------------------------------------------------------- HTTP legs
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """A tiny launcher for ``python -m app serve`` (offline, one worker)."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.tmp = tempfile.TemporaryDirectory(prefix="memchat-locomo-")
+        self.port = free_port()
+        base = {k: v for k, v in os.environ.items() if not k.startswith(("MEMCHAT_", "OPENAI_"))}
+        base.update({"PYTHONUNBUFFERED": "1", "MEMCHAT_API_KEYS": f"{KEY}={ORG}", "LANCEDB_LOG": "error",
+                     "MEMCHAT_MAINTENANCE_INTERVAL": "5"})
+        base.update(env)
+        self.log = open(Path(self.tmp.name) / "server.log", "wb")
+        cmd = [sys.executable, "-m", "app", "serve", "--host", "127.0.0.1", "--port", str(self.port),
+               "--data-dir", str(Path(self.tmp.name) / "data"), "--log-level", "warning"]
+        self.proc = subprocess.Popen(cmd, env=base, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"memchat exited: {(Path(self.tmp.name) / 'server.log').read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=1):
+                    return
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                time.sleep(0.2)
+        self.stop()
+        raise RuntimeError("memchat did not become healthy")
+
+    def call(self, path: str, body: object, namespace: str) -> tuple[dict, float]:
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{self.port}{path}?namespace={namespace}", data=json.dumps(body).encode(),
+            headers={"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}, method="POST")
+        t0 = time.perf_counter()
+        with urllib.request.urlopen(req, timeout=600) as resp:
+            data = json.loads(resp.read())
+        return data, (time.perf_counter() - t0) * 1000
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+        self.log.close()
+        self.tmp.cleanup()
+
+
+def run_http_leg(name: str, env: dict[str, str], convs: list[L.Conversation]) -> list[dict]:
+    srv = Server(env)
+    try:
+        t0 = time.perf_counter()
+        for c in convs:
+            res, _ = srv.call("/api/v1/memory/import", c.records, f"locomo-{c.index}")
+            assert res["written"] + 0 >= 0 and res["total"] == len(c.records), res
+        print(f"[{name}] imported {sum(len(c.records) for c in convs)} memories in "
+              f"{time.perf_counter() - t0:.0f}s", file=sys.stderr)
+        for c in convs[:1]:  # warm-up (model load, caches); not measured
+            for q in c.questions[:5]:
+                srv.call("/api/v1/memory/search", {"query": q["question"], "limit": 10}, f"locomo-{c.index}")
+        rows = []
+        for c in convs:
+            for q in c.questions:
+                res, ms = srv.call("/api/v1/memory/search", {"query": q["question"], "limit": 10}, f"locomo-{c.index}")
+                dias = [c.dia_of.get(h["id"], "?") for h in res["results"]]
+                rows.append({"conv": c.index, "cat": q["category"], "ms": ms, **score(dias, q["evidence"])})
+        return rows
+    finally:
+        srv.stop()
+
+
+# ----------------------------------------------------------------------------- in-process
+async def run_inproc(convs: list[L.Conversation], config_names: list[str]) -> dict[str, list[dict]]:
+    from datetime import datetime
+
+    from app.memory.models import NewMemory
+    from app.memory.store import MemoryStore
+    from bench_locomo_configs import configs
+
+    named = configs()
+    embedder = _local_embedder()
+    out: dict[str, list[dict]] = {}
+    with tempfile.TemporaryDirectory(prefix="memchat-locomo-inproc-") as tmp:
+        store = await MemoryStore.open(str(Path(tmp) / "lancedb"), embedder)
+        for c in convs:
+            items = [NewMemory(id=r["id"], content=r["content"], source="conversation",
+                               source_thread_id=r["sourceThreadId"], source_turn_id=r["sourceTurnId"],
+                               created_at=datetime.fromisoformat(r["createdAt"].replace("Z", "+00:00")))
+                     for r in c.records]
+            for i in range(0, len(items), 256):
+                await store.add(ORG, f"locomo-{c.index}", items[i:i + 256])
+        await store.maintain()
+        for name in config_names:
+            cfg = named[name]
+            rows = []
+            await store.search(ORG, "locomo-0", "warm up query", limit=10, config=cfg)
+            for c in convs:
+                for q in c.questions:
+                    t0 = time.perf_counter()
+                    hits = await store.search(ORG, f"locomo-{c.index}", q["question"], limit=10, config=cfg)
+                    ms = (time.perf_counter() - t0) * 1000
+                    dias = [c.dia_of.get(h.memory.id, "?") for h in hits]
+                    rows.append({"conv": c.index, "cat": q["category"], "ms": ms, **score(dias, q["evidence"])})
+            out[name] = rows
+            print(table(rows, f"in-process: {name}") + "\n", flush=True)
+        await store.close()
+    return out
+
+
+def _local_embedder():
+    from app.memory.embed import LocalEmbedder
+
+    return LocalEmbedder(cache_size=0)  # every query embedded live, as a new question would be
+
+
+# ----------------------------------------------------------------------------- main
+def parse_leg(spec: str) -> tuple[str, dict[str, str]]:
+    name, _, rest = spec.partition(":")
+    env = dict(kv.split("=", 1) for kv in rest.split(",") if kv)
+    return name, env
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", default=os.environ.get("MEMCHAT_LOCOMO_PATH"), help="path of locomo10.json")
+    ap.add_argument("--leg", action="append", help="NAME[:ENV=VAL,...] server leg (repeatable); default: "
+                    "'default' and 'fts:MEMCHAT_EMBEDDER=none'")
+    ap.add_argument("--convs", default="0-9", help="conversation indexes, e.g. 0-4 or 0,3,7")
+    ap.add_argument("--no-http", action="store_true", help="skip the HTTP legs")
+    ap.add_argument("--inproc", action="store_true", help="also search a MemoryStore in this process")
+    ap.add_argument("--configs", default="default", help="comma-separated SearchConfig names for --inproc "
+                    "(see bench_locomo_configs.py)")
+    args = ap.parse_args()
+    if not args.data:
+        ap.error("give --data or set MEMCHAT_LOCOMO_PATH")
+    convs = L.load(args.data)
+    sel: set[int] = set()
+    for part in args.convs.split(","):
+        a, _, b = part.partition("-")
+        sel.update(range(int(a), int(b or a) + 1))
+    convs = [c for c in convs if c.index in sel]
+    print(f"LoCoMo: {len(convs)} conversations, {sum(len(c.records) for c in convs)} turns, "
+          f"{sum(len(c.questions) for c in convs)} questions ({sum(c.skipped for c in convs)} without usable "
+          "evidence skipped)\n")
+    if not args.no_http:
+        for spec in args.leg or ["default", "fts:MEMCHAT_EMBEDDER=none"]:
+            name, env = parse_leg(spec)
+            rows = run_http_leg(name, env, convs)
+            print(table(rows, f"HTTP leg {name} {env or ''}") + "\n", flush=True)
+    if args.inproc:
+        asyncio.run(run_inproc(convs, args.configs.split(",")))
+
+
+if __name__ == "__main__":
+    main()
