@@ -8,10 +8,15 @@ from app.memory.search import SearchConfig
 def configs() -> dict[str, SearchConfig]:
     return {
         "default": SearchConfig(),
-        "fts": SearchConfig(mode="fts"),
-        "fts-q": SearchConfig(mode="fts", preprocess="questions"),
+        "fts": SearchConfig(mode="fts"),  # question stop words dropped (the default preprocess)
         "dense": SearchConfig(mode="dense"),
-        "rrf60": SearchConfig(mode="rrf", rrf_k=60),
+        "rrf60": SearchConfig(mode="rrf", rrf_k=60, preprocess="none"),
         "rrf60-q": SearchConfig(mode="rrf", rrf_k=60, preprocess="questions"),
-        "wsum-q": SearchConfig(preprocess="questions"),
+        "fts-raw": SearchConfig(mode="fts", preprocess="none"),
+        "wsum-old": SearchConfig(w_dense=1.0, preprocess="none", bm25_curve="sat"),
+        "sat-wd0.25": SearchConfig(w_dense=0.25, bm25_curve="sat"),
+        "sat-wd0.5": SearchConfig(w_dense=0.5, bm25_curve="sat"),
+        "sat2-wd1": SearchConfig(w_dense=1.0),
+        "sat2-wd0.25": SearchConfig(w_dense=0.25),
+        "rrf60-wf4": SearchConfig(mode="rrf", rrf_k=60, w_fts=4.0, w_dense=1.0),
     }

@@ -59,6 +59,11 @@ CONFIGS: dict[str, SearchConfig] = {
     "wsum c=20, floor 0 (cosine not shifted)": SearchConfig(mode="wsum", cos_floor=0.0),
     "wsum c=10": SearchConfig(mode="wsum", bm25_c=10.0),
     "wsum c=5 floor=0.2": SearchConfig(mode="wsum", bm25_c=5.0, cos_floor=0.2),
+    "wsum equal weights, no q-stopwords (default before LoCoMo)": SearchConfig(w_dense=1.0, preprocess="none",
+                                                                                bm25_curve="sat"),
+    "wsum s/(s+c), w_dense=0.25": SearchConfig(w_dense=0.25, bm25_curve="sat"),
+    "wsum s/(s+c), w_dense=0.5": SearchConfig(w_dense=0.5, bm25_curve="sat"),
+    "wsum s^2/(s^2+c^2), w_dense=1": SearchConfig(w_dense=1.0),
 }
 
 
@@ -165,7 +170,7 @@ def load_set(work: Path, split: str, users: int) -> dict:
     return json.loads(path.read_text())
 
 
-async def build_store(work: Path, data: dict, embedder) -> MemoryStore:
+async def build_store(work: Path, data: dict, embedder, context: bool = True) -> MemoryStore:
     import shutil
 
     db = work / f"db-{data['meta']['split']}-{data['meta']['users']}"
@@ -177,6 +182,8 @@ async def build_store(work: Path, data: dict, embedder) -> MemoryStore:
         table = dict(zip(z["texts"].tolist(), z["vecs"]))
     emb = CachingEmbedder(embedder, table)
     store = await MemoryStore.open(str(db), emb)
+    if not context:
+        store.context_chars = 0  # no thread context in the FTS documents
     by_ns: dict[str, list[dict]] = {}
     for m in data["memories"]:
         by_ns.setdefault(m["namespace"], []).append(m)
@@ -256,6 +263,7 @@ async def main() -> None:
     ap.add_argument("--only", nargs="*", help="substring filter on config names")
     ap.add_argument("--top", type=int, default=25, help="grid: rows to print")
     ap.add_argument("--json-out", type=Path)
+    ap.add_argument("--no-context", action="store_true", help="index without thread context (app.memory.context)")
     a = ap.parse_args()
     a.work.mkdir(parents=True, exist_ok=True)
 
@@ -269,7 +277,7 @@ async def main() -> None:
         f"questions={len(data['questions'])} set-sha={hashlib.sha1(json.dumps(data).encode()).hexdigest()[:10]}",
         file=sys.stderr,
     )
-    store = await build_store(a.work, data, embedder)
+    store = await build_store(a.work, data, embedder, context=not a.no_context)
     if a.grid:
         res = await evaluate_grid(store, data["questions"], grid())
         ranked = sorted(res.items(), key=lambda kv: (-kv[1]["R@5"], -kv[1]["MRR"]))
@@ -287,7 +295,7 @@ async def main() -> None:
         await store.close()
         return
     configs = dict(CONFIGS)
-    configs["**default: wsum c=20, floor 0.1, 50 candidates**"] = store.search_config
+    configs["**default**"] = store.search_config
     if a.only:
         configs = {k: v for k, v in configs.items() if any(s in k for s in a.only)}
     results = {}

@@ -32,6 +32,7 @@ import pyarrow as pa
 from app.memory import filters as F
 from app.memory import maintenance as M
 from app.memory import paging
+from app.memory.context import CONTEXT_MAX_CHARS, previous_in_thread
 from app.memory.models import Memory, NewMemory, ScoredMemory, as_utc, new_id, utcnow
 from app.memory.presence import TenantPresence
 from app.memory.vector_cache import DEFAULT_MAX_BYTES, VectorCache
@@ -98,6 +99,8 @@ class MemoryStore:
         self._embedder = embedder
         self.search_config = search_config
         self.vector_index_min_rows = vector_index_min_rows
+        # Characters of the previous memory of the same thread indexed with each memory (0: none).
+        self.context_chars = CONTEXT_MAX_CHARS
         self.dim = int(embedder.dim)
         self._maintain_lock = asyncio.Lock()
         self.presence = TenantPresence(self._count_tenant)
@@ -175,8 +178,9 @@ class MemoryStore:
         assert vecs is not None
         return vecs[0]
 
-    def _to_arrow(self, memories: Sequence[Memory], vectors: np.ndarray | None, write_id: str | None = None) -> pa.Table:
-        return to_arrow(memories, vectors, self._embedder.name, self.dim, write_id)
+    def _to_arrow(self, memories: Sequence[Memory], vectors: np.ndarray | None, write_id: str | None = None,
+                  **texts: Any) -> pa.Table:
+        return to_arrow(memories, vectors, self._embedder.name, self.dim, write_id, **texts)
 
     async def _fetch(self, where: str, limit: int | None = None) -> list[Memory]:
         q = self._table.query().where(where).select(MEMORY_COLUMNS)
@@ -220,7 +224,7 @@ class MemoryStore:
                 )
             )
         vectors = await self._embed([m.content for m in memories])
-        data = self._to_arrow(memories, vectors)
+        data = self._to_arrow(memories, vectors, contexts=previous_in_thread(memories, self.context_chars))
         self.presence.mark_present(org_id, namespace)  # before the write: never "empty" once it lands
         explicit = any(it.id is not None for it in items)
         if not explicit:
@@ -309,7 +313,7 @@ class MemoryStore:
         """Read-modify-write of one memory as a compare-and-swap: the merge-insert only
         matches the row if its ``write_id`` is still the one we read, so a concurrent update
         from another replica is never silently overwritten -- we re-read and re-apply."""
-        cols = ["payload", "write_id", *(["vector"] if self.dim > 0 else [])]
+        cols = ["payload", "write_id", "search_text", *(["vector"] if self.dim > 0 else [])]
         where = F.id_filter(org_id, namespace, memory_id)
         for _ in range(10):
             rows = (await self._table.query().where(where).select(cols).limit(1).to_arrow()).to_pylist()
@@ -323,7 +327,9 @@ class MemoryStore:
                     vectors = await self._embed([new.content])
                 else:
                     vectors = np.asarray([rows[0]["vector"]], dtype=np.float32).reshape(1, self.dim)
-            data = self._to_arrow([new], vectors)
+            # Same content: keep the FTS document (with its thread context); new content stands alone.
+            texts = [rows[0]["search_text"]] if new.content == cur.content else None
+            data = self._to_arrow([new], vectors, search_texts=texts)
             cond = F.target_write_id(rows[0]["write_id"])
             self.vectors.invalidate(org_id, namespace)
             res = await retry(
@@ -417,6 +423,7 @@ class MemoryStore:
             current_only=not include_superseded,
             decode=decode_hit_row,
             dense_search=lambda vector, n: self.vectors.search(org_id, namespace, vector, n),
+            dense_scores=lambda vector, ids: self.vectors.similarities(org_id, namespace, vector, ids),
         )
         out = [ScoredMemory(memory=r["memory"], score=s) for r, s in hits]
         if min_score is not None:

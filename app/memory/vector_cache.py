@@ -44,7 +44,7 @@ def normalised(vectors: np.ndarray) -> np.ndarray:
 
 
 class _Entry:
-    __slots__ = ("matrix", "ids", "payloads", "loaded_at", "nbytes")
+    __slots__ = ("matrix", "ids", "payloads", "loaded_at", "nbytes", "_index")
 
     def __init__(self, matrix: np.ndarray, ids: list[str], payloads: list[str], loaded_at: float) -> None:
         self.matrix = matrix
@@ -52,6 +52,13 @@ class _Entry:
         self.payloads = payloads
         self.loaded_at = loaded_at
         self.nbytes = matrix.nbytes + sum(len(p) + len(i) + 2 * _PAYLOAD_BYTES_GUESS for i, p in zip(ids, payloads))
+        self._index: dict[str, int] | None = None
+
+    def position(self, row_id: str) -> int | None:
+        """Row of ``row_id`` in ``matrix`` (the id -> row map is built on first use)."""
+        if self._index is None:
+            self._index = {i: n for n, i in enumerate(self.ids)}
+        return self._index.get(row_id)
 
 
 class VectorCache:
@@ -149,6 +156,23 @@ class VectorCache:
         else:
             top = np.argsort(-scores, kind="stable")
         return [({"payload": entry.payloads[i]}, float(scores[i])) for i in top]
+
+    async def similarities(self, org_id: str, namespace: str, vector: np.ndarray,
+                           ids: Sequence[str]) -> dict[str, float] | None:
+        """Cosine similarity of the query to each of ``ids`` that the cached namespace holds (ids it
+        does not hold are left out); None when the namespace cannot be served from memory."""
+        if not self.enabled:
+            return None
+        entry = await self._entry((org_id, namespace))
+        if entry is None:
+            return None
+        pos = [(i, entry.position(i)) for i in ids]
+        pos = [(i, p) for i, p in pos if p is not None]
+        if not pos:
+            return {}
+        query = normalised(np.asarray(vector, dtype=np.float32).reshape(1, -1))[0]
+        scores = entry.matrix[[p for _, p in pos]] @ query
+        return {i: float(s) for (i, _), s in zip(pos, scores)}
 
     # -- this process's writes -------------------------------------------------------------------------
     def _written(self, key: Tenant) -> None:
