@@ -59,11 +59,12 @@ CONFIGS: dict[str, SearchConfig] = {
     "wsum c=20, floor 0 (cosine not shifted)": SearchConfig(mode="wsum", cos_floor=0.0),
     "wsum c=10": SearchConfig(mode="wsum", bm25_c=10.0),
     "wsum c=5 floor=0.2": SearchConfig(mode="wsum", bm25_c=5.0, cos_floor=0.2),
-    "wsum equal weights, no q-stopwords (default before LoCoMo)": SearchConfig(w_dense=1.0, preprocess="none",
-                                                                                bm25_curve="sat"),
-    "wsum s/(s+c), w_dense=0.25": SearchConfig(w_dense=0.25, bm25_curve="sat"),
-    "wsum s/(s+c), w_dense=0.5": SearchConfig(w_dense=0.5, bm25_curve="sat"),
-    "wsum s^2/(s^2+c^2), w_dense=1": SearchConfig(w_dense=1.0),
+    "wsum equal weights, no q-stopwords (default before LoCoMo)": SearchConfig(
+        w_dense=1.0, preprocess="none", bm25_curve="sat", neighbour_weight=0.0),
+    "wsum s/(s+c), w_dense=0.25": SearchConfig(w_dense=0.25, bm25_curve="sat", neighbour_weight=0.0),
+    "wsum s/(s+c), w_dense=0.5": SearchConfig(w_dense=0.5, bm25_curve="sat", neighbour_weight=0.0),
+    "wsum s^2/(s^2+c^2), w_dense=1": SearchConfig(w_dense=1.0, neighbour_weight=0.0),
+    "default without neighbour smoothing": SearchConfig(neighbour_weight=0.0),
 }
 
 

@@ -19,7 +19,8 @@ Modes (`SearchConfig.mode`) and the scale of the score they return (higher = bet
 
 The default -- ``wsum`` with BM25 mapped by ``s^2 / (s^2 + 20^2)``, ``cos_floor=0.1``,
 ``w_dense=0.5``, question stop words dropped from the FTS query, 50 candidates per leg (a full-text
-hit outside the dense top 50 still gets its real cosine, `complete_dense`), FTS on ``search_text``
+hit outside the dense top 50 still gets its real cosine, `complete_dense`), 0.2 of the best thread
+neighbour's score added to each hit (`app.memory.neighbours`), FTS on ``search_text``
 (content + date + the previous memory of the thread, see `app.memory.context`) -- was chosen on
 LoCoMo conversations 0-4 (``scripts/bench_locomo.py``) and checked on conversations 5-9 and on the
 synthetic set (``scripts/bench_retrieval.py``); see docs/benchmarks.md ("LoCoMo").
@@ -74,12 +75,16 @@ class SearchConfig(msgspec.Struct, frozen=True, kw_only=True):
     cos_floor: float = 0.1
     # "none" or "questions" (drop QUESTION_STOP_WORDS from the FTS query text).
     preprocess: Literal["none", "questions"] = "questions"
+    # wsum only: share of the best thread neighbour's score added to each hit (`app.memory.neighbours`).
+    neighbour_weight: float = 0.2
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"search mode must be one of {MODES}, not {self.mode!r}")
         if self.preprocess not in ("none", "questions"):
             raise ValueError("preprocess must be 'none' or 'questions'")
+        if not 0.0 <= self.neighbour_weight <= 1.0:
+            raise ValueError("neighbour_weight must be in [0, 1]")
         if self.bm25_curve not in ("sat", "sat2"):
             raise ValueError("bm25_curve must be 'sat' or 'sat2'")
         if self.fts_column not in ("search_text", "content"):
@@ -189,6 +194,12 @@ def bm25_unit(s: float, cfg: SearchConfig) -> float:
     return s / (s + cfg.bm25_c)
 
 
+def dense_unit(cos: float, cfg: SearchConfig) -> float:
+    """A cosine similarity mapped to [0, 1]: ``(cos - cos_floor) / (1 - cos_floor)``, clipped."""
+    span = 1.0 - cfg.cos_floor
+    return min(1.0, max(0.0, (cos - cfg.cos_floor) / span)) if span > 0 else float(cos > cfg.cos_floor)
+
+
 def fuse_wsum(fts: list[Hit], dense: list[Hit], cfg: SearchConfig) -> list[Hit]:
     wsum = cfg.w_fts + cfg.w_dense
     score: dict[str, float] = {}
@@ -196,10 +207,8 @@ def fuse_wsum(fts: list[Hit], dense: list[Hit], cfg: SearchConfig) -> list[Hit]:
     for r, s in fts:
         score[r["id"]] = score.get(r["id"], 0.0) + cfg.w_fts * bm25_unit(s, cfg)
         row.setdefault(r["id"], r)
-    span = 1.0 - cfg.cos_floor
     for r, s in dense:
-        v = min(1.0, max(0.0, (s - cfg.cos_floor) / span)) if span > 0 else float(s > cfg.cos_floor)
-        score[r["id"]] = score.get(r["id"], 0.0) + cfg.w_dense * v
+        score[r["id"]] = score.get(r["id"], 0.0) + cfg.w_dense * dense_unit(s, cfg)
         row.setdefault(r["id"], r)
     return sorted(((row[i], s / wsum) for i, s in score.items()), key=lambda h: (-h[1], h[0]["id"]))
 
@@ -254,6 +263,7 @@ async def run_search(
     ann_opts: dict[str, Any] | None = None,
     dense_search: Callable[[np.ndarray, int], Awaitable[list[Hit] | None]] | None = None,
     dense_scores: Callable[[np.ndarray, Sequence[str]], Awaitable[dict[str, float] | None]] | None = None,
+    neighbourhood: Callable[[np.ndarray, Sequence[str]], Awaitable[Any]] | None = None,
 ) -> list[Hit]:
     """Run one search in the given mode; returns up to ``limit`` (row, score), best first.
 
@@ -265,7 +275,8 @@ async def run_search(
     see docs/benchmarks.md); superseded rows are few, and the legs over-fetch to cover them.
     ``dense_scores(vector, ids)``, when given, returns the cosine similarity of the named rows (or None):
     ``wsum`` uses it to give full-text hits that the dense leg's top ``candidates`` missed their real
-    dense score instead of 0 (`complete_dense`).
+    dense score instead of 0 (`complete_dense`). ``neighbourhood(vector, ids)``, when given, returns the
+    thread links and neighbour rows of `VectorCache.neighbourhood` (or None) for neighbour smoothing.
     """
     ann_opts = ann_opts or {}
     if limit <= 0 or not query or not query.strip():
@@ -323,4 +334,25 @@ async def run_search(
         fused = fuse_rrf([(fts_hits, cfg.w_fts), (dense_hits, cfg.w_dense)], cfg.rrf_k)
     else:
         fused = fuse_wsum(fts_hits, dense_hits, cfg)
+        if cfg.neighbour_weight > 0 and neighbourhood is not None and decode is not None:
+            fused = await smooth_neighbours(fused, cfg, lambda ids: neighbourhood(query_vector[0], ids), decode, keep)
     return fused[:limit]
+
+
+async def smooth_neighbours(fused: list[Hit], cfg: SearchConfig, neighbourhood: Callable[[Sequence[str]], Awaitable[Any]],
+                            decode: Callable[[Row], Row], keep: Callable[[Row], bool] | None) -> list[Hit]:
+    """`app.memory.neighbours.smooth` over the fused hits; neighbours no leg returned are scored by their
+    cosine as `fuse_wsum` would score them (superseded ones are left out when ``keep`` says so)."""
+    from app.memory.neighbours import smooth
+
+    got = await neighbourhood([r["id"] for r, _ in fused])
+    if not got:
+        return fused
+    links, extra = got
+    wsum = cfg.w_fts + cfg.w_dense
+    scored: dict[str, Hit] = {}
+    for i, (raw, cos) in extra.items():
+        row = decode(raw)
+        if keep is None or keep(row):
+            scored[i] = (row, cfg.w_dense * dense_unit(cos, cfg) / wsum)
+    return smooth(fused, links, scored, cfg.neighbour_weight)

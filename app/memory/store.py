@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import AsyncIterator, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import msgspec
@@ -81,6 +81,12 @@ DEFAULT_VECTOR_INDEX_MIN_ROWS: int | None = None
 # removal), so BM25 would rank "what is my ..." by "is"/"my"; with an index -- even an empty
 # one -- unindexed rows are tokenized with the index's configuration.
 OPEN_INDEX_MAX_ROWS = 10_000
+
+
+def _thread_times(memories: Sequence[Memory]) -> tuple[list[str | None], list[int]]:
+    """Thread ids and times (microseconds since the epoch, as Arrow stores them) for the vector cache."""
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    return [m.source_thread_id for m in memories], [(m.created_at - epoch) // timedelta(microseconds=1) for m in memories]
 
 
 class MemoryStore:
@@ -231,7 +237,7 @@ class MemoryStore:
             await retry(lambda: self._table.add(data), what="add")
             if vectors is not None:
                 self.vectors.appended(org_id, namespace, [m.id for m in memories], vectors,
-                                     data.column("payload").to_pylist())
+                                     data.column("payload").to_pylist(), *_thread_times(memories))
             return memories
         res = await retry(
             lambda: self._table.merge_insert("pk").when_not_matched_insert_all().execute(data),
@@ -239,7 +245,7 @@ class MemoryStore:
         )
         if vectors is not None and res.num_inserted_rows == len(memories):
             self.vectors.appended(org_id, namespace, [m.id for m in memories], vectors,
-                                     data.column("payload").to_pylist())
+                                     data.column("payload").to_pylist(), *_thread_times(memories))
         else:  # some ids existed already: reload rather than guess which rows are new
             self.vectors.invalidate(org_id, namespace)
         # Lance detects concurrent inserts of the same primary key and retries the loser,
@@ -350,7 +356,7 @@ class MemoryStore:
 
     async def _load_tenant_vectors(self, org_id: str, namespace: str) -> pa.Table:
         return await self._table.query().where(F.tenant_filter(org_id, namespace)).select(
-            ["id", "vector", "payload"]).to_arrow()
+            ["id", "vector", "payload", "source_thread_id", "created_at"]).to_arrow()
 
     async def _count_tenant(self, org_id: str, namespace: str) -> int:
         return int(await self._table.count_rows(F.tenant_filter(org_id, namespace)))
@@ -424,6 +430,7 @@ class MemoryStore:
             decode=decode_hit_row,
             dense_search=lambda vector, n: self.vectors.search(org_id, namespace, vector, n),
             dense_scores=lambda vector, ids: self.vectors.similarities(org_id, namespace, vector, ids),
+            neighbourhood=lambda vector, ids: self.vectors.neighbourhood(org_id, namespace, vector, ids),
         )
         out = [ScoredMemory(memory=r["memory"], score=s) for r, s in hits]
         if min_score is not None:

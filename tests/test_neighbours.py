@@ -1,0 +1,64 @@
+"""Neighbour smoothing (`app.memory.neighbours`): thread order, re-scoring, and through a real store."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+
+from app.memory.models import NewMemory
+from app.memory.neighbours import ThreadOrder, smooth
+from app.memory.search import SearchConfig
+from app.memory.store import MemoryStore
+from app.memory.vector_cache import VectorCache
+from tests.test_store import HashEmbedder
+from tests.test_vector_cache import Loader, rows
+
+T0 = datetime(2024, 6, 1, 9, 0, tzinfo=UTC)
+
+
+def test_thread_order_links_rows_of_a_thread_by_time():
+    order = ThreadOrder(["a", "b", "a", None, "a", "b"], [30, 5, 10, 0, 20, 1])
+    # thread a by time: pos 2 (10), pos 4 (20), pos 0 (30); thread b: pos 5 (1), pos 1 (5)
+    assert order.around(2) == (-1, 4) and order.around(4) == (2, 0) and order.around(0) == (4, -1)
+    assert order.around(5) == (-1, 1) and order.around(1) == (5, -1)
+    assert order.around(3) == (-1, -1)  # no thread: no neighbours
+
+
+def test_smooth_lifts_neighbours_of_strong_hits():
+    fused = [({"id": "hit"}, 0.8), ({"id": "far"}, 0.3), ({"id": "reply"}, 0.25)]
+    links = {"hit": (None, "reply"), "reply": ("hit", "after"), "far": (None, None), "after": ("reply", None)}
+    out = smooth(fused, links, {"after": ({"id": "after"}, 0.05)}, 0.5)
+    ids = [r["id"] for r, _ in out]
+    assert ids[:2] == ["hit", "reply"] and "after" in ids
+    assert dict((r["id"], s) for r, s in out)["far"] == 0.3 / 1.5
+    assert smooth(fused, links, {}, 0.0) == fused
+
+
+async def test_neighbourhood_needs_thread_columns():
+    vecs = np.eye(3, dtype=np.float32)
+    plain = VectorCache(Loader(rows(vecs, ["a", "b", "c"])))
+    assert await plain.neighbourhood("o", "n", vecs[0], ["a"]) is None
+    table = rows(vecs, ["a", "b", "c"]).append_column("source_thread_id", [["t", "t", "t"]]).append_column(
+        "created_at", [[1, 2, 3]])
+    cache = VectorCache(Loader(table))
+    links, extra = await cache.neighbourhood("o", "n", vecs[1], ["b"])
+    assert links["b"] == ("a", "c") and links["a"] == (None, "b") and set(extra) == {"a", "c"}
+    assert extra["a"][0] == {"payload": "a"} and abs(extra["a"][1]) < 1e-6
+
+
+async def test_store_returns_the_reply_next_to_a_strong_hit(tmp_path):
+    store = await MemoryStore.open(str(tmp_path / "db"), HashEmbedder())
+    store.context_chars = 0  # the reply shares no word with the query: only smoothing can bring it
+    try:
+        turns = ["Did you ever finish the quilt for your sister?", "Yes! Took me three whole months.",
+                 "The weather is nice today.", "I bought new running shoes.", "My quilt group meets Fridays."]
+        await store.add("o", "n", [NewMemory(content=t, source_thread_id="s1" if i < 2 else f"x{i}",
+                                             created_at=T0 + timedelta(seconds=i)) for i, t in enumerate(turns)])
+        hits = await store.search("o", "n", "quilt sister finish", limit=2, config=SearchConfig(neighbour_weight=1.0))
+        assert {h.memory.content for h in hits} == set(turns[:2])
+        assert all(0.0 <= h.score <= 1.0 for h in hits)
+        off = await store.search("o", "n", "quilt sister finish", limit=2, config=SearchConfig(neighbour_weight=0.0))
+        assert [h.memory.content for h in off] == [turns[0], turns[4]]
+    finally:
+        await store.close()
