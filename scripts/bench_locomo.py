@@ -36,6 +36,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from datetime import timezone
 from pathlib import Path
 
 import locomo_data as L
@@ -190,6 +191,64 @@ async def run_inproc(convs: list[L.Conversation], config_names: list[str]) -> di
     return out
 
 
+async def run_scale(convs: list[L.Conversation], n: int, queries: int = 300) -> None:
+    """Request-path cost in ONE namespace of ``n`` memories (LoCoMo turns repeated, each session a thread):
+    `store.search` p50/p95 for the default before this work and now, the query embedding excluded (a
+    fake embedder returns a fixed random vector per text), and the vector-cache load (first search)."""
+    import hashlib
+    from datetime import datetime, timedelta
+
+    import numpy as np
+
+    from app.memory.models import NewMemory
+    from app.memory.search import SearchConfig
+    from app.memory.store import MemoryStore
+
+    class FakeEmbedder:
+        name, dim = "bench:fake", 384
+
+        async def embed(self, texts):
+            out = []
+            for t in texts:
+                seed = int.from_bytes(hashlib.blake2b(t.encode(), digest_size=8).digest(), "little")
+                v = np.random.default_rng(seed).standard_normal(384).astype(np.float32)
+                out.append(v / np.linalg.norm(v))
+            return np.stack(out)
+
+        async def aclose(self):
+            pass
+
+    recs = [r for c in convs for r in c.records]
+    qs = [q["question"] for c in convs for q in c.questions][:queries]
+    with tempfile.TemporaryDirectory(prefix="memchat-locomo-scale-") as tmp:
+        store = await MemoryStore.open(str(Path(tmp) / "db"), FakeEmbedder())
+        t0 = datetime(2023, 1, 1, tzinfo=timezone.utc)
+        items = [NewMemory(content=recs[i % len(recs)]["content"], source_thread_id=f"t{i // 20}",
+                           created_at=t0 + timedelta(minutes=i)) for i in range(n)]
+        for i in range(0, n, 1000):
+            await store.add(ORG, "big", items[i:i + 1000])
+        await store.maintain()
+        old = SearchConfig(w_dense=1.0, preprocess="none", bm25_curve="sat", neighbour_weight=0.0)
+        legs = (("before (equal weights, no neighbours)", old), ("now (default)", SearchConfig()))
+        loads: dict[str, list[float]] = {name: [] for name, _ in legs}
+        lat: dict[str, list[float]] = {name: [] for name, _ in legs}
+        for _ in range(5):
+            for name, cfg in legs:
+                store.vectors.invalidate(ORG, "big")
+                t = time.perf_counter()
+                await store.search(ORG, "big", qs[0], limit=10, config=cfg)
+                loads[name].append((time.perf_counter() - t) * 1000)
+        for q in qs:  # the two legs alternate, so load from other processes hits both alike
+            for name, cfg in legs:
+                t = time.perf_counter()
+                await store.search(ORG, "big", q, limit=10, config=cfg)
+                lat[name].append((time.perf_counter() - t) * 1000)
+        for name, _ in legs:
+            print(f"| {n} | {name} | {pct(lat[name], 50):.1f} | {pct(lat[name], 95):.1f} | "
+                  f"{statistics.median(loads[name]):.0f} |", flush=True)
+        await store.close()
+
+
 def _local_embedder():
     from app.memory.embed import LocalEmbedder
 
@@ -213,6 +272,8 @@ def main() -> None:
     ap.add_argument("--inproc", action="store_true", help="also search a MemoryStore in this process")
     ap.add_argument("--configs", default="default", help="comma-separated SearchConfig names for --inproc "
                     "(see bench_locomo_configs.py)")
+    ap.add_argument("--scale", type=int, default=0, help="also measure search cost in one namespace of N "
+                    "memories (query embedding excluded)")
     args = ap.parse_args()
     if not args.data:
         ap.error("give --data or set MEMCHAT_LOCOMO_PATH")
@@ -232,6 +293,10 @@ def main() -> None:
             print(table(rows, f"HTTP leg {name} {env or ''}") + "\n", flush=True)
     if args.inproc:
         asyncio.run(run_inproc(convs, args.configs.split(",")))
+    if args.scale:
+        print("| memories in the namespace | search | p50 ms | p95 ms | first search (cache load) ms |\n"
+              "|---:|---|---:|---:|---:|")
+        asyncio.run(run_scale(convs, args.scale))
 
 
 if __name__ == "__main__":

@@ -62,3 +62,21 @@ async def test_store_returns_the_reply_next_to_a_strong_hit(tmp_path):
         assert [h.memory.content for h in off] == [turns[0], turns[4]]
     finally:
         await store.close()
+
+
+def test_empty_thread_id_means_no_thread():
+    order = ThreadOrder(["", "", "t", "t"], [1, 2, 3, 4])
+    assert order.around(0) == (-1, -1) and order.around(1) == (-1, -1) and order.around(3) == (2, -1)
+
+
+async def test_appended_rows_join_the_thread_order():
+    vecs = np.eye(3, dtype=np.float32)
+    table = rows(vecs[:2], ["a", "b"]).append_column("source_thread_id", [["t", "t"]]).append_column(
+        "created_at", [[1, 2]])
+    cache = VectorCache(Loader(table))
+    await cache.search("o", "n", vecs[0], 1)  # loaded
+    cache.appended("o", "n", ["c"], vecs[2:], ["c"], ["t"], [3])
+    links, _ = await cache.neighbourhood("o", "n", vecs[0], ["c"])
+    assert links["c"] == ("b", None) and links["b"] == ("a", "c")
+    cache.appended("o", "n", ["d"], vecs[:1], ["d"])  # no thread info given: the order is dropped
+    assert await cache.neighbourhood("o", "n", vecs[0], ["c"]) is None

@@ -20,6 +20,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 Row = dict[str, Any]
 Hit = tuple[Row, float]
@@ -30,12 +32,11 @@ class ThreadOrder:
 
     __slots__ = ("prev", "next")
 
-    def __init__(self, threads: Sequence[str | None], times: Sequence[int]) -> None:
-        n = len(threads)
+    def __init__(self, threads: pa.Array | Sequence[str | None], times: np.ndarray | Sequence[int]) -> None:
+        code = thread_codes(threads)
+        n = len(code)
         self.prev = np.full(n, -1, dtype=np.int64)
         self.next = np.full(n, -1, dtype=np.int64)
-        codes: dict[str, int] = {}
-        code = np.array([codes.setdefault(t, len(codes)) if t else -1 for t in threads], dtype=np.int64)
         if n < 2:
             return
         order = np.lexsort((np.arange(n), np.asarray(times, dtype=np.int64), code))
@@ -46,6 +47,19 @@ class ThreadOrder:
 
     def around(self, pos: int) -> tuple[int, int]:
         return int(self.prev[pos]), int(self.next[pos])
+
+
+def thread_codes(threads: pa.Array | Sequence[str | None]) -> np.ndarray:
+    """One integer per distinct thread id (vectorised through Arrow); -1 for no thread (null or "")."""
+    arr = threads if isinstance(threads, pa.Array) else pa.array(list(threads), type=pa.string())
+    if len(arr) == 0:
+        return np.zeros(0, dtype=np.int64)
+    enc = pc.dictionary_encode(arr)
+    codes = pc.fill_null(enc.indices, -1).to_numpy(zero_copy_only=False).astype(np.int64)
+    empty = [i for i, v in enumerate(enc.dictionary.to_pylist()) if not v]
+    if empty:
+        codes[np.isin(codes, empty)] = -1
+    return codes
 
 
 def smooth(fused: Sequence[Hit], links: dict[str, tuple[str | None, str | None]],

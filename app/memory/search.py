@@ -335,24 +335,34 @@ async def run_search(
     else:
         fused = fuse_wsum(fts_hits, dense_hits, cfg)
         if cfg.neighbour_weight > 0 and neighbourhood is not None and decode is not None:
-            fused = await smooth_neighbours(fused, cfg, lambda ids: neighbourhood(query_vector[0], ids), decode, keep)
+            fused = await smooth_neighbours(fused, cfg, limit, lambda ids: neighbourhood(query_vector[0], ids),
+                                            decode, keep)
     return fused[:limit]
 
 
-async def smooth_neighbours(fused: list[Hit], cfg: SearchConfig, neighbourhood: Callable[[Sequence[str]], Awaitable[Any]],
+async def smooth_neighbours(fused: list[Hit], cfg: SearchConfig, limit: int,
+                            neighbourhood: Callable[[Sequence[str]], Awaitable[Any]],
                             decode: Callable[[Row], Row], keep: Callable[[Row], bool] | None) -> list[Hit]:
-    """`app.memory.neighbours.smooth` over the fused hits; neighbours no leg returned are scored by their
-    cosine as `fuse_wsum` would score them (superseded ones are left out when ``keep`` says so)."""
+    """`app.memory.neighbours.smooth` over the fused hits. Only the best ``max(3 * limit, 20)`` hits look
+    for neighbours (further down a hit cannot climb into the results); neighbours no leg returned are
+    scored by their cosine as `fuse_wsum` would score them, and decoded only if they make the first
+    ``limit`` (superseded ones are skipped when ``keep`` says so). Returns up to ``limit`` hits."""
     from app.memory.neighbours import smooth
 
-    got = await neighbourhood([r["id"] for r, _ in fused])
+    head = fused[:max(3 * limit, 20)]
+    got = await neighbourhood([r["id"] for r, _ in head])
     if not got:
-        return fused
+        return fused[:limit]
     links, extra = got
     wsum = cfg.w_fts + cfg.w_dense
-    scored: dict[str, Hit] = {}
-    for i, (raw, cos) in extra.items():
-        row = decode(raw)
-        if keep is None or keep(row):
-            scored[i] = (row, cfg.w_dense * dense_unit(cos, cfg) / wsum)
-    return smooth(fused, links, scored, cfg.neighbour_weight)
+    raw = {i: ({"id": i, "_raw": r}, cfg.w_dense * dense_unit(cos, cfg) / wsum) for i, (r, cos) in extra.items()}
+    out: list[Hit] = []
+    for row, score in smooth(fused, links, raw, cfg.neighbour_weight):
+        if "_raw" in row:
+            row = decode(row["_raw"])
+            if keep is not None and not keep(row):
+                continue
+        out.append((row, score))
+        if len(out) >= limit:
+            break
+    return out

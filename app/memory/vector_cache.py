@@ -49,7 +49,7 @@ class _Entry:
     __slots__ = ("matrix", "ids", "payloads", "loaded_at", "nbytes", "_index", "threads", "times", "_order")
 
     def __init__(self, matrix: np.ndarray, ids: list[str], payloads: list[str], loaded_at: float,
-                 threads: list[str | None] | None = None, times: list[int] | None = None) -> None:
+                 threads: pa.Array | None = None, times: np.ndarray | None = None) -> None:
         self.matrix = matrix
         self.ids = ids
         self.payloads = payloads
@@ -129,8 +129,8 @@ class VectorCache:
         rows = table.num_rows
         threads = times = None
         if "source_thread_id" in table.column_names and "created_at" in table.column_names:
-            threads = table.column("source_thread_id").to_pylist()
-            times = table.column("created_at").cast(pa.int64()).to_pylist()
+            threads = table.column("source_thread_id").combine_chunks().cast(pa.string())
+            times = table.column("created_at").cast(pa.int64()).to_numpy()
         fresh = _Entry(matrix, table.column("id").to_pylist() if rows else [],
                        table.column("payload").to_pylist() if rows else [], loaded_at, threads, times)
         self._store(key, fresh)
@@ -249,11 +249,13 @@ class VectorCache:
             return
         rows = normalised(np.asarray(vectors, dtype=np.float32).reshape(len(payloads), -1)[fresh])
         matrix = rows if entry.matrix.size == 0 else np.concatenate([entry.matrix, rows])
-        keep = entry.threads is not None and entry.times is not None and threads is not None and times is not None
+        all_threads = all_times = None
+        if entry.threads is not None and entry.times is not None and threads is not None and times is not None:
+            all_threads = pa.concat_arrays([entry.threads, pa.array([threads[i] for i in fresh], type=pa.string())])
+            all_times = np.concatenate([entry.times, np.asarray([times[i] for i in fresh], dtype=np.int64)])
         self._store(key, _Entry(matrix, [*entry.ids, *(ids[i] for i in fresh)],
                                 [*entry.payloads, *(payloads[i] for i in fresh)], entry.loaded_at,
-                                [*entry.threads, *(threads[i] for i in fresh)] if keep else None,  # type: ignore[misc]
-                                [*entry.times, *(int(times[i]) for i in fresh)] if keep else None))  # type: ignore[misc]
+                                all_threads, all_times))
 
     def clear(self) -> None:
         for key in list(self._entries):
