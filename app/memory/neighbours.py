@@ -17,6 +17,7 @@ namespace the cache does not hold is not smoothed.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -47,6 +48,13 @@ class ThreadOrder:
 
     def around(self, pos: int) -> tuple[int, int]:
         return int(self.prev[pos]), int(self.next[pos])
+
+
+def thread_times(memories: Sequence[Any]) -> tuple[list[str | None], list[int]]:
+    """Thread ids and times (microseconds since the epoch, as Arrow stores ``created_at``) of memories,
+    for the vector cache's thread order."""
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    return [m.source_thread_id for m in memories], [(m.created_at - epoch) // timedelta(microseconds=1) for m in memories]
 
 
 def thread_codes(threads: pa.Array | Sequence[str | None]) -> np.ndarray:

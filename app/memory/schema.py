@@ -11,7 +11,8 @@ One row per memory. Columns:
 ``org_id``, ``namespace``, ``content``, ``created_at``, ``updated_at`` (timestamp[us, UTC]),
 ``source``, ``source_thread_id``, ``source_turn_id``, ``entities`` (list<string>),
 ``state``, ``superseded_by``  -- the `Memory` fields, for filtering/ordering
-``search_text``       FTS column: content + the date in words ("14 March 2023")
+``search_text``       FTS column: content + the date in words ("14 March 2023"); with thread
+                      context (`app.memory.context`) content twice + date + the previous memory
 ``payload``           msgspec-JSON of the `Memory`: what reads select (one column per row)
 ``vector``            fixed_size_list<float32>[dim]; absent when the embedder's dim is 0
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import AsyncIterator, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 import msgspec
@@ -34,6 +34,7 @@ from app.memory import maintenance as M
 from app.memory import paging
 from app.memory.context import CONTEXT_MAX_CHARS, previous_in_thread
 from app.memory.models import Memory, NewMemory, ScoredMemory, as_utc, new_id, utcnow
+from app.memory.neighbours import thread_times
 from app.memory.presence import TenantPresence
 from app.memory.vector_cache import DEFAULT_MAX_BYTES, VectorCache
 from app.memory.schema import (
@@ -81,12 +82,6 @@ DEFAULT_VECTOR_INDEX_MIN_ROWS: int | None = None
 # removal), so BM25 would rank "what is my ..." by "is"/"my"; with an index -- even an empty
 # one -- unindexed rows are tokenized with the index's configuration.
 OPEN_INDEX_MAX_ROWS = 10_000
-
-
-def _thread_times(memories: Sequence[Memory]) -> tuple[list[str | None], list[int]]:
-    """Thread ids and times (microseconds since the epoch, as Arrow stores them) for the vector cache."""
-    epoch = datetime(1970, 1, 1, tzinfo=UTC)
-    return [m.source_thread_id for m in memories], [(m.created_at - epoch) // timedelta(microseconds=1) for m in memories]
 
 
 class MemoryStore:
@@ -237,7 +232,7 @@ class MemoryStore:
             await retry(lambda: self._table.add(data), what="add")
             if vectors is not None:
                 self.vectors.appended(org_id, namespace, [m.id for m in memories], vectors,
-                                     data.column("payload").to_pylist(), *_thread_times(memories))
+                                     data.column("payload").to_pylist(), *thread_times(memories))
             return memories
         res = await retry(
             lambda: self._table.merge_insert("pk").when_not_matched_insert_all().execute(data),
@@ -245,7 +240,7 @@ class MemoryStore:
         )
         if vectors is not None and res.num_inserted_rows == len(memories):
             self.vectors.appended(org_id, namespace, [m.id for m in memories], vectors,
-                                     data.column("payload").to_pylist(), *_thread_times(memories))
+                                     data.column("payload").to_pylist(), *thread_times(memories))
         else:  # some ids existed already: reload rather than guess which rows are new
             self.vectors.invalidate(org_id, namespace)
         # Lance detects concurrent inserts of the same primary key and retries the loser,
