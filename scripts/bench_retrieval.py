@@ -38,23 +38,36 @@ from app.memory.store import MemoryStore
 
 ORG = "bench-org"
 
-# The named configurations compared in docs/benchmarks.md.
+def _before(**kw) -> SearchConfig:
+    """A configuration as it was named before the LoCoMo work: s/(s+c), equal weights, no question
+    stop words, no neighbour smoothing, unless ``kw`` says otherwise (docs/benchmarks.md)."""
+    base = {"w_dense": 1.0, "bm25_curve": "sat", "preprocess": "none", "neighbour_weight": 0.0}
+    return SearchConfig(**{**base, **kw})
+
+
+# The named configurations compared in docs/benchmarks.md ("fts" modes ignore the fusion fields).
 CONFIGS: dict[str, SearchConfig] = {
-    "fts (content)": SearchConfig(mode="fts", fts_column="content"),
-    "fts (content+date)": SearchConfig(mode="fts"),
-    "fts (content+date, q-stopwords)": SearchConfig(mode="fts", preprocess="questions"),
-    "dense": SearchConfig(mode="dense"),
-    "lancedb hybrid RRF k=60": SearchConfig(mode="hybrid", rrf_k=60),
-    "rrf k=60": SearchConfig(mode="rrf", rrf_k=60),
-    "rrf k=60, q-stopwords": SearchConfig(mode="rrf", rrf_k=60, preprocess="questions"),
-    "rrf k=10, q-stopwords": SearchConfig(mode="rrf", rrf_k=10, preprocess="questions"),
-    "rrf k=60, w_fts=2, q-stopwords": SearchConfig(mode="rrf", rrf_k=60, w_fts=2.0, preprocess="questions"),
-    "wsum c=20 (content only, no date)": SearchConfig(mode="wsum", fts_column="content"),
-    "wsum c=20, q-stopwords": SearchConfig(mode="wsum", preprocess="questions"),
-    "wsum c=20, 30 candidates": SearchConfig(mode="wsum", candidates=30),
-    "wsum c=20, floor 0 (cosine not shifted)": SearchConfig(mode="wsum", cos_floor=0.0),
-    "wsum c=10": SearchConfig(mode="wsum", bm25_c=10.0),
-    "wsum c=5 floor=0.2": SearchConfig(mode="wsum", bm25_c=5.0, cos_floor=0.2),
+    "fts (content)": _before(mode="fts", fts_column="content"),
+    "fts (content+date)": _before(mode="fts"),
+    "fts (content+date, q-stopwords)": _before(mode="fts", preprocess="questions"),
+    "dense": _before(mode="dense"),
+    "lancedb hybrid RRF k=60": _before(mode="hybrid", rrf_k=60),
+    "rrf k=60": _before(mode="rrf", rrf_k=60),
+    "rrf k=60, q-stopwords": _before(mode="rrf", rrf_k=60, preprocess="questions"),
+    "rrf k=10, q-stopwords": _before(mode="rrf", rrf_k=10, preprocess="questions"),
+    "rrf k=60, w_fts=2, q-stopwords": _before(mode="rrf", rrf_k=60, w_fts=2.0, preprocess="questions"),
+    "wsum c=20 (content only, no date)": _before(mode="wsum", fts_column="content"),
+    "wsum c=20, q-stopwords": _before(mode="wsum", preprocess="questions"),
+    "wsum c=20, 30 candidates": _before(mode="wsum", candidates=30),
+    "wsum c=20, floor 0 (cosine not shifted)": _before(mode="wsum", cos_floor=0.0),
+    "wsum c=10": _before(mode="wsum", bm25_c=10.0),
+    "wsum c=5 floor=0.2": _before(mode="wsum", bm25_c=5.0, cos_floor=0.2),
+    "wsum equal weights, no q-stopwords (default before LoCoMo)": SearchConfig(
+        w_dense=1.0, preprocess="none", bm25_curve="sat", neighbour_weight=0.0),
+    "wsum s/(s+c), w_dense=0.25": SearchConfig(w_dense=0.25, bm25_curve="sat", neighbour_weight=0.0),
+    "wsum s/(s+c), w_dense=0.5": SearchConfig(w_dense=0.5, bm25_curve="sat", neighbour_weight=0.0),
+    "wsum s^2/(s^2+c^2), w_dense=1": SearchConfig(w_dense=1.0, neighbour_weight=0.0),
+    "default without neighbour smoothing": SearchConfig(neighbour_weight=0.0),
 }
 
 
@@ -62,21 +75,21 @@ def grid() -> dict[str, SearchConfig]:
     out: dict[str, SearchConfig] = {}
     for pre in ("none", "questions"):
         for col in ("search_text", "content"):
-            out[f"fts col={col} pre={pre}"] = SearchConfig(mode="fts", fts_column=col, preprocess=pre)
+            out[f"fts col={col} pre={pre}"] = _before(mode="fts", fts_column=col, preprocess=pre)
             for k in (5, 10, 20, 30, 60):
                 for wf in (0.5, 0.75, 1.0, 1.5, 2.0):
-                    out[f"rrf k={k} wf={wf} col={col} pre={pre}"] = SearchConfig(
+                    out[f"rrf k={k} wf={wf} col={col} pre={pre}"] = _before(
                         mode="rrf", rrf_k=k, w_fts=wf, fts_column=col, preprocess=pre
                     )
             for c in (2.0, 5.0, 10.0, 15.0, 20.0, 30.0):
                 for fl in (0.0, 0.1, 0.2, 0.3):
                     for wf in (0.5, 0.75, 1.0, 1.5):
-                        out[f"wsum c={c} floor={fl} wf={wf} col={col} pre={pre}"] = SearchConfig(
+                        out[f"wsum c={c} floor={fl} wf={wf} col={col} pre={pre}"] = _before(
                             mode="wsum", bm25_c=c, cos_floor=fl, w_fts=wf, fts_column=col, preprocess=pre
                         )
-    out["dense"] = SearchConfig(mode="dense")
+    out["dense"] = _before(mode="dense")
     for cand in (10, 15, 20, 30, 50, 80):  # candidates per leg (the grid fetches 80 and truncates)
-        out[f"wsum c=20.0 floor=0.0 wf=1.0 col=search_text pre=none cand={cand}"] = SearchConfig(mode="wsum", candidates=cand)
+        out[f"wsum c=20.0 floor=0.0 wf=1.0 col=search_text pre=none cand={cand}"] = _before(mode="wsum", candidates=cand)
     return out
 
 
@@ -161,7 +174,7 @@ def load_set(work: Path, split: str, users: int) -> dict:
     return json.loads(path.read_text())
 
 
-async def build_store(work: Path, data: dict, embedder) -> MemoryStore:
+async def build_store(work: Path, data: dict, embedder, context: bool = True) -> MemoryStore:
     import shutil
 
     db = work / f"db-{data['meta']['split']}-{data['meta']['users']}"
@@ -173,6 +186,8 @@ async def build_store(work: Path, data: dict, embedder) -> MemoryStore:
         table = dict(zip(z["texts"].tolist(), z["vecs"]))
     emb = CachingEmbedder(embedder, table)
     store = await MemoryStore.open(str(db), emb)
+    if not context:
+        store.context_chars = 0  # no thread context in the FTS documents
     by_ns: dict[str, list[dict]] = {}
     for m in data["memories"]:
         by_ns.setdefault(m["namespace"], []).append(m)
@@ -252,6 +267,7 @@ async def main() -> None:
     ap.add_argument("--only", nargs="*", help="substring filter on config names")
     ap.add_argument("--top", type=int, default=25, help="grid: rows to print")
     ap.add_argument("--json-out", type=Path)
+    ap.add_argument("--no-context", action="store_true", help="index without thread context (app.memory.context)")
     a = ap.parse_args()
     a.work.mkdir(parents=True, exist_ok=True)
 
@@ -265,7 +281,7 @@ async def main() -> None:
         f"questions={len(data['questions'])} set-sha={hashlib.sha1(json.dumps(data).encode()).hexdigest()[:10]}",
         file=sys.stderr,
     )
-    store = await build_store(a.work, data, embedder)
+    store = await build_store(a.work, data, embedder, context=not a.no_context)
     if a.grid:
         res = await evaluate_grid(store, data["questions"], grid())
         ranked = sorted(res.items(), key=lambda kv: (-kv[1]["R@5"], -kv[1]["MRR"]))
@@ -283,7 +299,7 @@ async def main() -> None:
         await store.close()
         return
     configs = dict(CONFIGS)
-    configs["**default: wsum c=20, floor 0.1, 50 candidates**"] = store.search_config
+    configs["**default**"] = store.search_config
     if a.only:
         configs = {k: v for k, v in configs.items() if any(s in k for s in a.only)}
     results = {}

@@ -12,14 +12,18 @@ Modes (`SearchConfig.mode`) and the scale of the score they return (higher = bet
 ``dense``   cosine similarity, [-1, 1].
 ``hybrid``  LanceDB's own hybrid query with its ``RRFReranker(K=rrf_k)`` (``_relevance_score``).
 ``rrf``     reciprocal rank fusion done here: ``sum_leg w_leg / (rrf_k + rank_leg)``.
-``wsum``    weighted sum of per-leg scores mapped to [0, 1] (BM25 ``s / (s + bm25_c)``;
+``wsum``    weighted sum of per-leg scores mapped to [0, 1] (BM25 ``s^2 / (s^2 + bm25_c^2)``, see `bm25_unit`;
             cosine ``(cos - cos_floor) / (1 - cos_floor)`` clipped), divided by the sum of
             the weights, so the result is in [0, 1]; a hit found by one leg only gets 0
             from the other.
 
-The default -- ``wsum`` with ``bm25_c=20``, ``cos_floor=0.1``, equal weights, 50 candidates
-per leg, FTS on content + date -- was chosen with ``scripts/bench_retrieval.py``
-(docs/benchmarks.md).
+The default -- ``wsum`` with BM25 mapped by ``s^2 / (s^2 + 20^2)``, ``cos_floor=0.1``,
+``w_dense=0.5``, question stop words dropped from the FTS query, 50 candidates per leg (a full-text
+hit outside the dense top 50 still gets its real cosine, `complete_dense`), 0.2 of the best thread
+neighbour's score added to each hit (`app.memory.neighbours`), FTS on ``search_text``
+(content + date + the previous memory of the thread, see `app.memory.context`) -- was chosen on
+LoCoMo conversations 0-4 (``scripts/bench_locomo.py``) and checked on conversations 5-9 and on the
+synthetic set (``scripts/bench_retrieval.py``); see docs/benchmarks.md ("LoCoMo").
 """
 
 from __future__ import annotations
@@ -65,18 +69,26 @@ class SearchConfig(msgspec.Struct, frozen=True, kw_only=True):
     candidates: int = 50
     rrf_k: float = 60.0
     w_fts: float = 1.0
-    w_dense: float = 1.0
+    w_dense: float = 0.5
     # wsum normalisation constants (tuned on the "tune" split, see docs/benchmarks.md).
     bm25_c: float = 20.0
+    # How BM25 is mapped to [0, 1] (`bm25_unit`): "sat" s/(s+c), "sat2" s^2/(s^2+c^2).
+    bm25_curve: Literal["sat", "sat2"] = "sat2"
     cos_floor: float = 0.1
     # "none" or "questions" (drop QUESTION_STOP_WORDS from the FTS query text).
-    preprocess: Literal["none", "questions"] = "none"
+    preprocess: Literal["none", "questions"] = "questions"
+    # wsum only: share of the best thread neighbour's score added to each hit (`app.memory.neighbours`).
+    neighbour_weight: float = 0.2
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"search mode must be one of {MODES}, not {self.mode!r}")
         if self.preprocess not in ("none", "questions"):
             raise ValueError("preprocess must be 'none' or 'questions'")
+        if not 0.0 <= self.neighbour_weight <= 1.0:
+            raise ValueError("neighbour_weight must be in [0, 1]")
+        if self.bm25_curve not in ("sat", "sat2"):
+            raise ValueError("bm25_curve must be 'sat' or 'sat2'")
         if self.fts_column not in ("search_text", "content"):
             raise ValueError("fts_column must be 'search_text' or 'content'")
 
@@ -173,19 +185,49 @@ def fuse_rrf(legs: Sequence[tuple[list[Hit], float]], k: float) -> list[Hit]:
     return sorted(((row[i], s) for i, s in score.items()), key=lambda h: (-h[1], h[0]["id"]))
 
 
+def bm25_unit(s: float, cfg: SearchConfig) -> float:
+    """A BM25 score mapped to [0, 1): ``s / (s + c)`` ("sat"), or ``s^2 / (s^2 + c^2)`` ("sat2"), which
+    keeps a weak match (one common word, s << c) near 0 while a strong one still nears 1: a chance match
+    on "called" or "name" then cannot outweigh the dense leg, a match on rare words still can."""
+    if s <= 0:
+        return 0.0
+    if cfg.bm25_curve == "sat2":
+        return s * s / (s * s + cfg.bm25_c * cfg.bm25_c)
+    return s / (s + cfg.bm25_c)
+
+
+def dense_unit(cos: float, cfg: SearchConfig) -> float:
+    """A cosine similarity mapped to [0, 1]: ``(cos - cos_floor) / (1 - cos_floor)``, clipped."""
+    span = 1.0 - cfg.cos_floor
+    return min(1.0, max(0.0, (cos - cfg.cos_floor) / span)) if span > 0 else float(cos > cfg.cos_floor)
+
+
 def fuse_wsum(fts: list[Hit], dense: list[Hit], cfg: SearchConfig) -> list[Hit]:
     wsum = cfg.w_fts + cfg.w_dense
     score: dict[str, float] = {}
     row: dict[str, Row] = {}
     for r, s in fts:
-        score[r["id"]] = score.get(r["id"], 0.0) + cfg.w_fts * (s / (s + cfg.bm25_c) if s > 0 else 0.0)
+        score[r["id"]] = score.get(r["id"], 0.0) + cfg.w_fts * bm25_unit(s, cfg)
         row.setdefault(r["id"], r)
-    span = 1.0 - cfg.cos_floor
     for r, s in dense:
-        v = min(1.0, max(0.0, (s - cfg.cos_floor) / span)) if span > 0 else float(s > cfg.cos_floor)
-        score[r["id"]] = score.get(r["id"], 0.0) + cfg.w_dense * v
+        score[r["id"]] = score.get(r["id"], 0.0) + cfg.w_dense * dense_unit(s, cfg)
         row.setdefault(r["id"], r)
     return sorted(((row[i], s / wsum) for i, s in score.items()), key=lambda h: (-h[1], h[0]["id"]))
+
+
+async def complete_dense(fts: list[Hit], dense: list[Hit],
+                         scores: Callable[[Sequence[str]], Awaitable[dict[str, float] | None]]) -> list[Hit]:
+    """``dense`` plus, for each full-text hit it lacks, that row with its cosine similarity from
+    ``scores(ids)`` (rows it cannot score are left out, i.e. get 0 from the dense leg as before).
+    Without it, a memory ranked 51st by cosine counts as cosine 0 beside one ranked 50th."""
+    have = {r["id"] for r, _ in dense}
+    missing = {r["id"]: r for r, _ in fts if r["id"] not in have}
+    if not missing:
+        return dense
+    found = await scores(list(missing))
+    if not found:
+        return dense
+    return dense + [(missing[i], s) for i, s in found.items() if i in missing]
 
 
 async def _post_filtered(run: Callable[[int], Awaitable[list[Hit]]], k: int, keep: Callable[[Row], bool] | None) -> list[Hit]:
@@ -222,6 +264,8 @@ async def run_search(
     decode: Callable[[Row], Row] | None = None,
     ann_opts: dict[str, Any] | None = None,
     dense_search: Callable[[np.ndarray, int], Awaitable[list[Hit] | None]] | None = None,
+    dense_scores: Callable[[np.ndarray, Sequence[str]], Awaitable[dict[str, float] | None]] | None = None,
+    neighbourhood: Callable[[np.ndarray, Sequence[str]], Awaitable[Any]] | None = None,
 ) -> list[Hit]:
     """Run one search in the given mode; returns up to ``limit`` (row, score), best first.
 
@@ -231,6 +275,10 @@ async def run_search(
     with only the BTree-indexed tenant equality in the prefilter Lance needs no extra read
     of the ``state`` column for every row of the tenant (a third of the latency at 1M rows,
     see docs/benchmarks.md); superseded rows are few, and the legs over-fetch to cover them.
+    ``dense_scores(vector, ids)``, when given, returns the cosine similarity of the named rows (or None):
+    ``wsum`` uses it to give full-text hits that the dense leg's top ``candidates`` missed their real
+    dense score instead of 0 (`complete_dense`). ``neighbourhood(vector, ids)``, when given, returns the
+    thread links and neighbour rows of `VectorCache.neighbourhood` (or None) for neighbour smoothing.
     """
     ann_opts = ann_opts or {}
     if limit <= 0 or not query or not query.strip():
@@ -273,12 +321,48 @@ async def run_search(
         hits = await decoded(lancedb_hybrid(table, text, vec, w, k, cfg.fts_column, select, cfg.rrf_k))
         return hits[:limit]
 
+    query_vector: list[np.ndarray] = []
+
     async def dense() -> list[Hit]:
-        return await dense_k(await embed_query(query), k)
+        query_vector.append(await embed_query(query))
+        return await dense_k(query_vector[0], k)
 
     fts_hits, dense_hits = await asyncio.gather(fts(k), dense())
+    if cfg.mode == "wsum" and dense_scores is not None:
+        dense_hits = await complete_dense(fts_hits, dense_hits, lambda ids: dense_scores(query_vector[0], ids))
     if cfg.mode == "rrf":
         fused = fuse_rrf([(fts_hits, cfg.w_fts), (dense_hits, cfg.w_dense)], cfg.rrf_k)
     else:
         fused = fuse_wsum(fts_hits, dense_hits, cfg)
+        if cfg.neighbour_weight > 0 and neighbourhood is not None and decode is not None:
+            fused = await smooth_neighbours(fused, cfg, limit, lambda ids: neighbourhood(query_vector[0], ids),
+                                            decode, keep)
     return fused[:limit]
+
+
+async def smooth_neighbours(fused: list[Hit], cfg: SearchConfig, limit: int,
+                            neighbourhood: Callable[[Sequence[str]], Awaitable[Any]],
+                            decode: Callable[[Row], Row], keep: Callable[[Row], bool] | None) -> list[Hit]:
+    """`app.memory.neighbours.smooth` over the fused hits. Only the best ``max(3 * limit, 20)`` hits look
+    for neighbours (further down a hit cannot climb into the results); neighbours no leg returned are
+    scored by their cosine as `fuse_wsum` would score them, and decoded only if they make the first
+    ``limit`` (superseded ones are skipped when ``keep`` says so). Returns up to ``limit`` hits."""
+    from app.memory.neighbours import smooth
+
+    head = fused[:max(3 * limit, 20)]
+    got = await neighbourhood([r["id"] for r, _ in head])
+    if not got:
+        return fused[:limit]
+    links, extra = got
+    wsum = cfg.w_fts + cfg.w_dense
+    raw = {i: ({"id": i, "_raw": r}, cfg.w_dense * dense_unit(cos, cfg) / wsum) for i, (r, cos) in extra.items()}
+    out: list[Hit] = []
+    for row, score in smooth(fused, links, raw, cfg.neighbour_weight):
+        if "_raw" in row:
+            row = decode(row["_raw"])
+            if keep is not None and not keep(row):
+                continue
+        out.append((row, score))
+        if len(out) >= limit:
+            break
+    return out

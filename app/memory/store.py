@@ -32,9 +32,11 @@ from lancedb.table import AsyncTable
 
 from app.memory import maintenance as M
 from app.memory import paging
+from app.memory.context import CONTEXT_MAX_CHARS, previous_in_thread
 from app.memory.embed import Embedder
 from app.memory.limits import check_content, check_entities
 from app.memory.models import Memory, NewMemory, ScoredMemory, new_id
+from app.memory.neighbours import thread_times
 from app.memory.presence import TenantPresence
 from app.memory.schema import (
     MEMORY_COLUMNS,
@@ -84,6 +86,8 @@ class MemoryStore:
         self._embedder = embedder
         self.search_config = search_config
         self.vector_index_min_rows = vector_index_min_rows
+        # Characters of the previous memory of the same thread indexed with each memory (0: none).
+        self.context_chars = CONTEXT_MAX_CHARS
         self.dim = int(embedder.dim)
         self._maintain_lock = asyncio.Lock()
         self.presence = TenantPresence(self._count_tenant)
@@ -150,8 +154,9 @@ class MemoryStore:
         assert vecs is not None
         return vecs[0]
 
-    def _to_arrow(self, memories: Sequence[Memory], vectors: np.ndarray | None, write_id: str | None = None) -> pa.Table:
-        return to_arrow(memories, vectors, self._embedder.name, self.dim, write_id)
+    def _to_arrow(self, memories: Sequence[Memory], vectors: np.ndarray | None, write_id: str | None = None,
+                  **texts: Any) -> pa.Table:
+        return to_arrow(memories, vectors, self._embedder.name, self.dim, write_id, **texts)
 
     async def _fetch(self, where: str, limit: int | None = None) -> list[Memory]:
         q = self._table.query().where(where).select(MEMORY_COLUMNS)
@@ -197,14 +202,14 @@ class MemoryStore:
                 )
             )
         vectors = await self._embed([m.content for m in memories])
-        data = self._to_arrow(memories, vectors)
+        data = self._to_arrow(memories, vectors, contexts=previous_in_thread(memories, self.context_chars))
         self.presence.mark_present(org_id, namespace)  # before the write: never "empty" once it lands
         explicit = any(it.id is not None for it in items)
         if not explicit:
             await retry(lambda: self._table.add(data), what="add")
             if vectors is not None:
                 self.vectors.appended(org_id, namespace, [m.id for m in memories], vectors,
-                                     data.column("payload").to_pylist())
+                                     data.column("payload").to_pylist(), *thread_times(memories))
             return memories
         res = await retry(
             lambda: self._table.merge_insert("pk").when_not_matched_insert_all().execute(data),
@@ -212,7 +217,7 @@ class MemoryStore:
         )
         if vectors is not None and res.num_inserted_rows == len(memories):
             self.vectors.appended(org_id, namespace, [m.id for m in memories], vectors,
-                                     data.column("payload").to_pylist())
+                                     data.column("payload").to_pylist(), *thread_times(memories))
         else:  # some ids existed already: reload rather than guess which rows are new
             self.vectors.invalidate(org_id, namespace)
         # Lance detects concurrent inserts of the same primary key and retries the loser,
@@ -289,7 +294,7 @@ class MemoryStore:
         """Read-modify-write of one memory as a compare-and-swap: the merge-insert only
         matches the row if its ``write_id`` is still the one we read, so a concurrent update
         from another replica is never silently overwritten -- we re-read and re-apply."""
-        cols = ["payload", "write_id", *(["vector"] if self.dim > 0 else [])]
+        cols = ["payload", "write_id", "search_text", *(["vector"] if self.dim > 0 else [])]
         where = F.id_filter(org_id, namespace, memory_id)
         for _ in range(10):
             rows = (await self._table.query().where(where).select(cols).limit(1).to_arrow()).to_pylist()
@@ -303,7 +308,9 @@ class MemoryStore:
                     vectors = await self._embed([new.content])
                 else:
                     vectors = np.asarray([rows[0]["vector"]], dtype=np.float32).reshape(1, self.dim)
-            data = self._to_arrow([new], vectors)
+            # Same content: keep the FTS document (with its thread context); new content stands alone.
+            texts = [rows[0]["search_text"]] if new.content == cur.content else None
+            data = self._to_arrow([new], vectors, search_texts=texts)
             cond = F.target_write_id(rows[0]["write_id"])
             self.vectors.invalidate(org_id, namespace)
             res = await retry(
@@ -330,7 +337,7 @@ class MemoryStore:
 
     async def _load_tenant_vectors(self, org_id: str, namespace: str) -> pa.Table:
         return await self._table.query().where(F.tenant_filter(org_id, namespace)).select(
-            ["id", "vector", "payload"]).to_arrow()
+            ["id", "vector", "payload", "source_thread_id", "created_at"]).to_arrow()
 
     async def _count_tenant(self, org_id: str, namespace: str) -> int:
         return int(await self._table.count_rows(F.tenant_filter(org_id, namespace)))
@@ -403,6 +410,8 @@ class MemoryStore:
             current_only=not include_superseded,
             decode=decode_hit_row,
             dense_search=lambda vector, n: self.vectors.search(org_id, namespace, vector, n),
+            dense_scores=lambda vector, ids: self.vectors.similarities(org_id, namespace, vector, ids),
+            neighbourhood=lambda vector, ids: self.vectors.neighbourhood(org_id, namespace, vector, ids),
         )
         out = [ScoredMemory(memory=r["memory"], score=s) for r, s in hits]
         if min_score is not None:

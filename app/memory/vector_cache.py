@@ -28,6 +28,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from app.memory.neighbours import ThreadOrder
+
 Tenant = tuple[str, str]
 Hit = tuple[dict[str, Any], float]
 
@@ -44,14 +46,33 @@ def normalised(vectors: np.ndarray) -> np.ndarray:
 
 
 class _Entry:
-    __slots__ = ("matrix", "ids", "payloads", "loaded_at", "nbytes")
+    __slots__ = ("matrix", "ids", "payloads", "loaded_at", "nbytes", "_index", "threads", "times", "_order")
 
-    def __init__(self, matrix: np.ndarray, ids: list[str], payloads: list[str], loaded_at: float) -> None:
+    def __init__(self, matrix: np.ndarray, ids: list[str], payloads: list[str], loaded_at: float,
+                 threads: pa.Array | None = None, times: np.ndarray | None = None) -> None:
         self.matrix = matrix
         self.ids = ids
         self.payloads = payloads
         self.loaded_at = loaded_at
+        # Thread and time (us) of each row, for `app.memory.neighbours` (None when the loader gave none).
+        self.threads = threads
+        self.times = times
+        self._order: ThreadOrder | None = None
         self.nbytes = matrix.nbytes + sum(len(p) + len(i) + 2 * _PAYLOAD_BYTES_GUESS for i, p in zip(ids, payloads))
+        self._index: dict[str, int] | None = None
+
+    def position(self, row_id: str) -> int | None:
+        """Row of ``row_id`` in ``matrix`` (the id -> row map is built on first use)."""
+        if self._index is None:
+            self._index = {i: n for n, i in enumerate(self.ids)}
+        return self._index.get(row_id)
+
+    def thread_order(self) -> ThreadOrder | None:
+        if self.threads is None or self.times is None:
+            return None
+        if self._order is None:
+            self._order = ThreadOrder(self.threads, self.times)
+        return self._order
 
 
 class VectorCache:
@@ -106,8 +127,12 @@ class VectorCache:
             flat = table.column("vector").combine_chunks().flatten().to_numpy(zero_copy_only=False)
             matrix = normalised(flat.reshape(table.num_rows, -1))
         rows = table.num_rows
+        threads = times = None
+        if "source_thread_id" in table.column_names and "created_at" in table.column_names:
+            threads = table.column("source_thread_id").combine_chunks().cast(pa.string())
+            times = table.column("created_at").cast(pa.int64()).to_numpy()
         fresh = _Entry(matrix, table.column("id").to_pylist() if rows else [],
-                       table.column("payload").to_pylist() if rows else [], loaded_at)
+                       table.column("payload").to_pylist() if rows else [], loaded_at, threads, times)
         self._store(key, fresh)
         return fresh if fresh.nbytes <= self.max_bytes else None
 
@@ -150,15 +175,69 @@ class VectorCache:
             top = np.argsort(-scores, kind="stable")
         return [({"payload": entry.payloads[i]}, float(scores[i])) for i in top]
 
+    async def similarities(self, org_id: str, namespace: str, vector: np.ndarray,
+                           ids: Sequence[str]) -> dict[str, float] | None:
+        """Cosine similarity of the query to each of ``ids`` that the cached namespace holds (ids it
+        does not hold are left out); None when the namespace cannot be served from memory."""
+        if not self.enabled:
+            return None
+        entry = await self._entry((org_id, namespace))
+        if entry is None:
+            return None
+        pos = [(i, entry.position(i)) for i in ids]
+        pos = [(i, p) for i, p in pos if p is not None]
+        if not pos:
+            return {}
+        query = normalised(np.asarray(vector, dtype=np.float32).reshape(1, -1))[0]
+        scores = entry.matrix[[p for _, p in pos]] @ query
+        return {i: float(s) for (i, _), s in zip(pos, scores)}
+
+    async def neighbourhood(self, org_id: str, namespace: str, vector: np.ndarray, ids: Sequence[str]
+                            ) -> tuple[dict[str, tuple[str | None, str | None]], dict[str, Hit]] | None:
+        """For `app.memory.neighbours.smooth`: (previous id, next id) in the thread of each of ``ids`` and of
+        their neighbours, and the neighbours not in ``ids`` as ``({"payload": ...}, cosine)``; None when
+        the namespace is not served from memory or its rows carry no thread order."""
+        if not self.enabled:
+            return None
+        entry = await self._entry((org_id, namespace))
+        order = entry.thread_order() if entry is not None else None
+        if entry is None or order is None:
+            return None
+        wanted = set(ids)
+        links: dict[str, tuple[str | None, str | None]] = {}
+        extra: dict[str, int] = {}
+
+        def link(row_id: str, pos: int) -> tuple[int, int]:
+            a, b = order.around(pos)
+            links[row_id] = (entry.ids[a] if a >= 0 else None, entry.ids[b] if b >= 0 else None)
+            return a, b
+
+        for row_id in ids:
+            pos = entry.position(row_id)
+            if pos is None:
+                continue
+            for x in link(row_id, pos):
+                if x >= 0 and entry.ids[x] not in wanted:
+                    extra[entry.ids[x]] = x
+        for row_id, pos in extra.items():
+            link(row_id, pos)
+        if not extra:
+            return links, {}
+        query = normalised(np.asarray(vector, dtype=np.float32).reshape(1, -1))[0]
+        cos = entry.matrix[list(extra.values())] @ query
+        return links, {i: ({"payload": entry.payloads[x]}, float(c)) for (i, x), c in zip(extra.items(), cos)}
+
     # -- this process's writes -------------------------------------------------------------------------
     def _written(self, key: Tenant) -> None:
         for written in self._loading.get(key, ()):
             written[0] = True
 
     def appended(self, org_id: str, namespace: str, ids: Sequence[str], vectors: np.ndarray,
-                 payloads: Sequence[str]) -> None:
+                 payloads: Sequence[str], threads: Sequence[str | None] | None = None,
+                 times: Sequence[int] | None = None) -> None:
         """New rows this process wrote: added to the cached namespace (nothing to do if not cached).
-        Rows a load already picked up (it read the table after the write landed) are not added twice."""
+        Rows a load already picked up (it read the table after the write landed) are not added twice.
+        ``threads``/``times``: their thread ids and times (us), kept for neighbour smoothing."""
         key = (org_id, namespace)
         self._written(key)
         entry = self._entries.get(key)
@@ -170,8 +249,13 @@ class VectorCache:
             return
         rows = normalised(np.asarray(vectors, dtype=np.float32).reshape(len(payloads), -1)[fresh])
         matrix = rows if entry.matrix.size == 0 else np.concatenate([entry.matrix, rows])
+        all_threads = all_times = None
+        if entry.threads is not None and entry.times is not None and threads is not None and times is not None:
+            all_threads = pa.concat_arrays([entry.threads, pa.array([threads[i] for i in fresh], type=pa.string())])
+            all_times = np.concatenate([entry.times, np.asarray([times[i] for i in fresh], dtype=np.int64)])
         self._store(key, _Entry(matrix, [*entry.ids, *(ids[i] for i in fresh)],
-                                [*entry.payloads, *(payloads[i] for i in fresh)], entry.loaded_at))
+                                [*entry.payloads, *(payloads[i] for i in fresh)], entry.loaded_at,
+                                all_threads, all_times))
 
     def clear(self) -> None:
         for key in list(self._entries):
