@@ -59,14 +59,16 @@ class CommitSweeper:
         turns = await self.turnlog.uncommitted()
         latest = latest_per_chat(turns)
         max_seq: dict[ChatKey, int] = {}
+        min_seq: dict[ChatKey, int] = {}
         for t in turns:
             key = ChatKey(t.org_id, t.namespace, t.chat_id)
             max_seq[key] = max(max_seq.get(key, 0), t.seq)
+            min_seq[key] = min(min_seq.get(key, t.seq), t.seq)
         done = await self.commits.done_through((k.org_id, k.namespace, k.chat_id) for k in latest)
         scheduled = healed = 0
         for key, turn in latest.items():
             through = done.get((key.org_id, key.namespace, key.chat_id), 0)
-            if through > 0:  # the marks the commit log proves (a crash between commit and mark)
+            if min_seq[key] <= through:  # marks the commit log proves (a crash between commit and mark)
                 healed += await self.turnlog.mark_committed(key.org_id, key.namespace, key.chat_id, through)
             if max_seq[key] > through:
                 self.scheduler.touch_turn(turn)
