@@ -205,7 +205,7 @@ class LocalEmbedder:
             return
         if any(os.environ.get(v) for v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")):
             return  # the operator chose explicitly
-        from app.memory.minilm import set_blas_threads
+        from app.memory.bert_ops import set_blas_threads
 
         set_blas_threads(self._blas_threads)
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -38,6 +37,7 @@ from app.memory.limits import check_content, check_entities
 from app.memory.models import Memory, NewMemory, ScoredMemory, new_id
 from app.memory.neighbours import thread_times
 from app.memory.presence import TenantPresence
+from app.memory.rewrite import compare_and_swap
 from app.memory.schema import (
     MEMORY_COLUMNS,
     TABLE,
@@ -141,7 +141,7 @@ class MemoryStore:
 
     # ------------------------------------------------------------------ helpers
 
-    async def _embed(self, texts: Sequence[str]) -> np.ndarray | None:
+    async def embed_texts(self, texts: Sequence[str]) -> np.ndarray | None:
         if self.dim == 0:
             return None
         vecs = np.asarray(await self._embedder.embed(list(texts)), dtype=np.float32)
@@ -150,11 +150,11 @@ class MemoryStore:
         return vecs
 
     async def _embed_query(self, text: str) -> np.ndarray:
-        vecs = await self._embed([text])
+        vecs = await self.embed_texts([text])
         assert vecs is not None
         return vecs[0]
 
-    def _to_arrow(self, memories: Sequence[Memory], vectors: np.ndarray | None, write_id: str | None = None,
+    def to_rows(self, memories: Sequence[Memory], vectors: np.ndarray | None, write_id: str | None = None,
                   **texts: Any) -> pa.Table:
         return to_arrow(memories, vectors, self._embedder.name, self.dim, write_id, **texts)
 
@@ -201,8 +201,8 @@ class MemoryStore:
                     entities=list(it.entities),
                 )
             )
-        vectors = await self._embed([m.content for m in memories])
-        data = self._to_arrow(memories, vectors, contexts=previous_in_thread(memories, self.context_chars))
+        vectors = await self.embed_texts([m.content for m in memories])
+        data = self.to_rows(memories, vectors, contexts=previous_in_thread(memories, self.context_chars))
         self.presence.mark_present(org_id, namespace)  # before the write: never "empty" once it lands
         explicit = any(it.id is not None for it in items)
         if not explicit:
@@ -291,37 +291,7 @@ class MemoryStore:
 
     async def _rewrite(self, org_id: str, namespace: str, memory_id: str,
                        change: Callable[[Memory], Memory]) -> Memory | None:
-        """Read-modify-write of one memory as a compare-and-swap: the merge-insert only
-        matches the row if its ``write_id`` is still the one we read, so a concurrent update
-        from another replica is never silently overwritten -- we re-read and re-apply."""
-        cols = ["payload", "write_id", "search_text", *(["vector"] if self.dim > 0 else [])]
-        where = F.id_filter(org_id, namespace, memory_id)
-        for _ in range(10):
-            rows = (await self._table.query().where(where).select(cols).limit(1).to_arrow()).to_pylist()
-            if not rows:
-                return None
-            cur = row_to_memory(rows[0])
-            new = change(cur)
-            vectors = None
-            if self.dim > 0:
-                if new.content != cur.content:
-                    vectors = await self._embed([new.content])
-                else:
-                    vectors = np.asarray([rows[0]["vector"]], dtype=np.float32).reshape(1, self.dim)
-            # Same content: keep the FTS document (with its thread context); new content stands alone.
-            texts = [rows[0]["search_text"]] if new.content == cur.content else None
-            data = self._to_arrow([new], vectors, search_texts=texts)
-            cond = F.target_write_id(rows[0]["write_id"])
-            self.vectors.invalidate(org_id, namespace)
-            res = await retry(
-                lambda cond=cond, data=data: self._table.merge_insert("pk").when_matched_update_all(where=cond).execute(data),
-                what="rewrite",
-            )
-            self.vectors.invalidate(org_id, namespace)  # again: a search during the write may have cached the old row
-            if res.num_updated_rows > 0:
-                return new
-            await asyncio.sleep(random.random() * 0.02)
-        raise RuntimeError(f"memory {memory_id!r} kept changing under concurrent writers; giving up")
+        return await compare_and_swap(self, org_id, namespace, memory_id, change)
 
     # ------------------------------------------------------------------ reads
 

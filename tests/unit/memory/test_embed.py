@@ -32,7 +32,8 @@ from app.memory.embed import (
 )
 from app.memory.embedders import build_embedder
 from app.memory.openai_embed import OpenAIEmbedder
-from app.memory.minilm import MiniLMModel, attention, erf, gelu, get_blas_threads, set_blas_threads
+from app.memory.bert_ops import attention, erf, gelu, get_blas_threads, set_blas_threads
+from app.memory.minilm import MiniLMModel
 
 GOLDEN_TEXTS = ["My dog is called Bruno", "What's my dog's name?", "The stock market fell today"]
 # First 8 dimensions of each sentence-transformers embedding.

@@ -224,16 +224,16 @@ async def test_duplicate_rows_from_racing_writers_are_resolved(store: MemoryStor
     (first,) = await store.add("o", "n", [NewMemory(content="copy A", id="dup", created_at=at(1))])
     late = msgspec.structs.replace(first, content="copy B", created_at=at(2))
     vec = await store.embedder.embed(["copy B"])
-    await store.table.add(store._to_arrow([late], vec, write_id="racing-writer"))
+    await store.table.add(store.to_rows([late], vec, write_id="racing-writer"))
     other = msgspec.structs.replace(first, namespace="n2", content="other tenant")
-    await store.table.add(store._to_arrow([other], vec, write_id="w2"))
+    await store.table.add(store.to_rows([other], vec, write_id="w2"))
     assert await store.table.count_rows(F.ids_filter("o", "n", ["dup"])) == 2
     # an idempotent re-add of the id notices and repairs
     (again,) = await store.add("o", "n", [NewMemory(content="copy C", id="dup")])
     assert again.content == "copy A"
     assert await store.table.count_rows(F.ids_filter("o", "n", ["dup"])) == 1
     # the operator scan finds leftovers anywhere
-    await store.table.add(store._to_arrow([late], vec, write_id="racing-writer-2"))
+    await store.table.add(store.to_rows([late], vec, write_id="racing-writer-2"))
     assert await store.repair_duplicates() == 1
     assert (await store.get("o", "n", "dup")).content == "copy A"
     assert (await store.get("o", "n2", "dup")).content == "other tenant"
