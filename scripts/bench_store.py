@@ -1,32 +1,28 @@
 #!/usr/bin/env python3
 """Request-path cost of memchat with its store on an S3 endpoint versus on local disk, in one run.
 
-Loopback only. One fake upstream (``app.testkit.FakeUpstream``, zero delay, 50 tokens per reply) is the model
-of every arm; each memchat arm is a ``memchat serve`` with one worker (the kit's ``MemchatServer``):
+Loopback only; one fake upstream (``FakeUpstream``, zero delay, 50 tokens per reply) is every arm's model, and
+each memchat arm is a ``memchat serve`` with one worker (the test kit's ``MemchatServer``):
 
     direct       client -> fake: the baseline, subtracted from every latency (same block)
     local        store under the data dir, default turn log (local journal, flushed in batches)
-    local-table  the same with MEMCHAT_TURNLOG_JOURNAL=false (each turn appended to the table before [DONE]):
-                 separates "S3" from "no journal"; ``--no-local-table`` skips it
+    local-table  local store, MEMCHAT_TURNLOG_JOURNAL=false: separates "S3" from "no journal" (optional)
     s3           MEMCHAT_STORE_URI=s3://memchat-bench/memchat on moto's S3 server (``moto_server`` on
-                 127.0.0.1); no journal, memchat's default for a remote store: each turn is in the store
-                 before [DONE]
+                 127.0.0.1); no journal (the default for a remote store): each turn is stored before [DONE]
 
-Each memchat arm gets ``--memories`` memories in namespace ``filled`` (``POST /api/v1/memory/import``);
-``empty`` has none. After a warm-up, ``--blocks`` interleaved blocks (arm order rotated); per block each arm
-serves ``--convs`` x (``empty``: one message to ``empty``; ``filled``: turn 1 in ``filled``, retrieval runs;
-``follow-up``: turn 2 with the history and ``chat_id`` from turn 1's ``x-memchat-chat-id``, so the
-conversation lookup reads the turns table), one at a time on a keep-alive connection (the kit's SSE client),
-every question new; then ``--searches`` ``POST /api/v1/memory/search`` on ``filled``.
+Namespace ``filled`` gets ``--memories`` memories (``POST /api/v1/memory/import``), ``empty`` none. After a
+warm-up, ``--blocks`` interleaved blocks (arm order rotated); per block each arm serves ``--convs`` x
+(``empty``: one message to ``empty``; ``filled``: turn 1 in ``filled``, retrieval runs; ``follow-up``: turn 2
+with the history and turn 1's ``chat_id``, so the conversation lookup reads the turns table), one at a time
+on a keep-alive connection (the kit's SSE client), every question new; then ``--searches`` searches.
 
-Per block: TTFT (sent -> first content token) and tail (first token -> ``data: [DONE]``, where the turn write
-shows), p50 and p90, minus direct's; CPU of memchat's process tree (``CpuMeter``, /proc) per streamed
-content chunk, and moto's apart; search latency; for s3, the turns table's manifests and moto's time to list
-them. Reported: medians over blocks, the spread (max - min) of per-block p50s as the noise, ratios to
-``local``; last, from moto's access log, the S3 requests of each kind of request before and after its first
-token (median of ``--probe-reps``).
+Per block: TTFT (sent -> first content token) and tail (first token -> ``[DONE]``: the turn write) at p50 and
+p90 minus direct's; CPU of memchat's process tree (``CpuMeter``) per streamed content chunk, moto's apart;
+search latency; for s3, the turns table's manifests and moto's time to list them. Reported: medians over
+blocks, the spread of per-block p50s (the noise), ratios to ``local``; and from moto's access log the S3
+requests each kind of request makes before and after its first token.
 
-    .venv/bin/python scripts/bench_store.py              # ~4-6 min, writes its section of docs/benchmarks.md
+    .venv/bin/python scripts/bench_store.py              # ~3-6 min, writes its section of docs/benchmarks.md
     .venv/bin/python scripts/bench_store.py --quick      # ~1 min
     .venv/bin/python scripts/bench_store.py --no-docs    # print only
 """
@@ -58,7 +54,7 @@ from app.testkit import ManagedProcess, free_port, http_ready, raw_request
 from app.testkit.rawhttp import http_call
 from bench_common import (
     MODEL, CpuMeter, FakeUpstream, Memchat, RawClient, StreamResult, fmt, load_now, machine_line, md_table,
-    memchat_env, pct, start_run, stop_all, versions, write_section,
+    memchat_env, pct, start_run, stop_all, use_app_ref, versions, write_section,
 )
 
 KEY, ORG, BUCKET = "bench-key", "bench", "memchat-bench"
@@ -154,7 +150,8 @@ class Questions(random.Random):
 
     def next(self) -> str:  # always a new text: the embedder's cache never answers
         self.n += 1
-        return f"What should {self.choice(PEOPLE)} know about the {' and the '.join(self.sample(WORDS, 2))}? (#{self.n})"
+        a, b = self.sample(WORDS, 2)
+        return f"What should {self.choice(PEOPLE)} know about the {a} and the {b}? (#{self.n})"
 
 
 def fill(server: Memchat, n: int, seed: int) -> float:
@@ -304,7 +301,8 @@ def summarize(arms: list[Arm]) -> dict[str, dict[str, Row]]:
     rows = {}
     for arm in arms[1:]:
         r = {f"{what}, {kind}": row(per_block(arm, arms[0], metric, 50), per_block(arm, arms[0], metric, 90))
-             for kind in KINDS for what, metric in (("TTFT added", kind), ("first token → [DONE] added", kind + " tail"))}
+             for kind in KINDS
+             for what, metric in (("TTFT added", kind), ("first token → [DONE] added", kind + " tail"))}
         r["search latency (absolute)"] = row(per_block(arm, None, "search", 50), per_block(arm, None, "search", 90))
         r["CPU ms per content chunk, memchat"] = row(arm.cpu)
         if arm.moto_cpu:
@@ -373,25 +371,22 @@ def report(args: argparse.Namespace, command: str, machine: str, arms: list[Arm]
 ```
 
 Versions: {vers}, moto {importlib.metadata.version("moto")}. Machine: {machine}; the run took {wall:.0f} s.
-The machine is shared with other jobs: while the blocks ran, other processes used {med(foreign):.2f} cores
-(median of blocks; {min(foreign):.2f}–{max(foreign):.2f}) of the {os.cpu_count()}.
+Shared with other jobs: while the blocks ran, other processes used {med(foreign):.2f} cores (median of
+blocks; {min(foreign):.2f}–{max(foreign):.2f}) of the {os.cpu_count()}.
 
-Arms: `memchat serve` processes (1 worker, local embedder, heuristic extractor, idle commits off) started by
-the test kit, in front of one fake upstream (zero delay, 50 tokens per reply): `local` (store under the data
-dir, default turn log: journal on){table_arm}, `s3` (`MEMCHAT_STORE_URI=s3://{BUCKET}/memchat` on moto's S3
-server, a process on 127.0.0.1: no journal, each answered turn is in the store before `[DONE]`); `direct`
-is the client straight to the fake. Namespace `filled` holds {args.memories} memories (imported through
-`POST /api/v1/memory/import`: {", ".join(f"{k} {v:.1f} s" for k, v in fills.items())}), `empty` none.
-After a warm-up, {args.blocks} interleaved blocks (arm order rotated); per block and arm {args.convs} × (a
-request to `empty`; turn 1 in `filled`; turn 2 with the history and `chat_id`, so the conversation lookup
-reads the turns table), one at a time on a keep-alive connection, then {args.searches} searches on `filled`;
-every question is new. Requests: {counts}.
+Arms (see the script's docstring): `memchat serve`, 1 worker, local embedder, heuristic extractor,
+idle commits off, in front of one fake upstream (zero delay, 50 tokens per reply): `local` (journal on,
+the default){table_arm}, `s3` (`MEMCHAT_STORE_URI=s3://{BUCKET}/memchat` on moto's S3 server on 127.0.0.1;
+no journal: each answered turn is in the store before `[DONE]`); `direct` = client → fake. `filled` holds
+{args.memories} memories (import: {", ".join(f"{k} {v:.1f} s" for k, v in fills.items())}), `empty` none.
+{args.blocks} interleaved blocks after a warm-up; per block and arm {args.convs} × (request to `empty`; turn 1
+in `filled`; turn 2 with history and `chat_id`, whose lookup reads the turns table), one at a time, then
+{args.searches} searches on `filled`. Requests: {counts}.
 
-Each figure is computed per block (p50 and p90 of the block's requests; TTFT and "first token → `[DONE]`"
-minus `direct`'s in the same block); the table gives the median over blocks and, in parentheses, the spread
-(max − min) of the per-block p50s: the noise. `direct` itself (TTFT / first token → `[DONE]`, p50): {direct}.
-CPU: user+system time of the memchat process tree over the block's chat requests per streamed content chunk
-(per-request work amortised over ~50-chunk replies); moto's is listed apart (it stands in for a remote service).
+Per block: p50 and p90 of the block's requests (TTFT and first token → `[DONE]` minus `direct`'s in that
+block); the table gives the median over blocks and, in parentheses, the spread (max − min) of the per-block
+p50s: the noise. `direct` (TTFT / first token → `[DONE]`, p50): {direct}. CPU: user+system time of the
+memchat process tree (background work included) over the block's chat requests, per content chunk.
 
 {table(rows)}
 
@@ -449,14 +444,17 @@ def main(argv: list[str] | None = None) -> int:
     command = start_run("bench_store.py", argv)
     started = time.perf_counter()
     machine = machine_line()
+    source = use_app_ref(None)  # "work tree at <commit>", for the report
     tmp = Path(tempfile.mkdtemp(prefix="memchat-bench-store-"))
     fake, moto, servers = None, None, []
     try:
         fake = FakeUpstream("--tokens", "50", "--no-record").start()
-        moto = MotoS3().start()
+        moto = MotoS3()
+        moto.start()
         base = memchat_env(fake.base_url, "local", MEMCHAT_API_KEYS=f"{KEY}={ORG}")
         specs = {"local": {}, "local-table": {"MEMCHAT_TURNLOG_JOURNAL": "false"},
-                 "s3": {"MEMCHAT_STORE_URI": f"s3://{BUCKET}/memchat", "MEMCHAT_STORAGE_OPTIONS": moto.storage_options()}}
+                 "s3": {"MEMCHAT_STORE_URI": f"s3://{BUCKET}/memchat",
+                        "MEMCHAT_STORAGE_OPTIONS": moto.storage_options()}}
         if not args.local_table:
             del specs["local-table"]
         arms, fills = [Arm("direct", fake.port)], {}
@@ -476,7 +474,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{a.name}: {a.errors[:3]}\n{a.server.log_text()[-1500:] if a.server else ''}" for a in arms),
                 file=sys.stderr)
             return 1
-        text = report(args, command, machine, arms, foreign, fills, probes, time.perf_counter() - started)
+        text = report(args, command, f"{machine}. memchat: {source}", arms, foreign, fills, probes, time.perf_counter() - started)
         print("\n" + text)
         if not args.no_docs:
             write_section(SECTION, text)

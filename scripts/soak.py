@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Soak test (issue #8): N concurrent closed-loop chat clients for D seconds on every chat surface.
+"""Soak test: N concurrent closed-loop chat clients for D seconds on every chat surface.
 
 memchat (1 uvicorn worker, LanceDB in a temp dir, idle commits after 5 s with the LLM extractor, seeded
 namespaces) in front of the fake upstream at a realistic cadence. A quarter of the clients each use OpenAI
