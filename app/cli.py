@@ -87,7 +87,8 @@ def _client(args: argparse.Namespace):  # -> httpx2.Client
     key = args.key or os.environ.get("MEMCHAT_API_KEY")
     if not key:
         raise CliError("an API key is needed: --key or MEMCHAT_API_KEY")
-    return httpx2.Client(base_url=args.url.rstrip("/") + "/api/v1/memory", timeout=args.timeout,
+    path = "/api/v1/memory/shared" if args.shared else "/api/v1/memory"
+    return httpx2.Client(base_url=args.url.rstrip("/") + path, timeout=args.timeout,
                          headers={"Authorization": f"Bearer {key}"})
 
 
@@ -112,8 +113,9 @@ def _progress(label: str, done: int, total: int | None, end: bool = False) -> No
 
 
 def _scope(args: argparse.Namespace) -> dict[str, str]:
-    """The query parameters naming what a command works on: a namespace, or the shared scope."""
-    return {"shared": "true"} if args.shared else {"namespace": args.namespace}
+    """The query parameter naming the namespace a command works on (none for the shared scope: its routes
+    have a path of their own, see `_client`)."""
+    return {} if args.shared else {"namespace": args.namespace}
 
 
 def cmd_export(args: argparse.Namespace) -> int:

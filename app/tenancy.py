@@ -10,7 +10,7 @@ Each organisation also has one *shared scope*: memories every end user of the or
 ``include_shared=true``). It is stored as the namespace `SHARED_NAMESPACE`, a name no client can send:
 it starts with a control character, which `validate_namespace` refuses, so no chat surface can hold a
 conversation there and no idle commit can ever write into it, and no namespace of an earlier release can
-collide with it. Clients reach it only through the memory REST API's ``shared=true``.
+collide with it. Clients reach it only through the memory REST API's ``/api/v1/memory/shared`` routes.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""Memory REST API (``/api/v1/memory``), shaped as memories.ai documents it: camelCase memories, 422 ``detail``
-errors.
+"""Memory REST API (``/api/v1/memory``, and the same routes on the organisation's shared scope under
+``/api/v1/memory/shared``), shaped as memories.ai documents it: camelCase memories, 422 ``detail`` errors.
 
 Bodies are decoded by hand (`decode_body`) so every error keeps the documented ``{"detail": [{"loc", "msg",
 "type"}]}`` shape with a precise ``loc``; query parameters are declared in the handler signatures
@@ -99,23 +99,20 @@ def check_uuid(value: str, loc: tuple[str, ...] = ("path", "memory_id")) -> str:
 
 Namespace = Annotated[str, Parameter(max_length=MAX_NAMESPACE_LENGTH, pattern=NAMESPACE_PATTERN, description=(
     "The end user's namespace (printable, at most 256 characters); `\"\"` is the organisation's global one."))]
-Shared = Annotated[bool, Parameter(description=(
-    "Address the organisation's shared scope (memories every user's personal chat may be shown) instead of "
-    "a namespace; `namespace` must then be absent or empty."))]
 MemoryId = Annotated[str, Parameter(schema_extra={"format": "uuid"}, description="The memory's id (a UUID).")]
 Limit = Annotated[int, Parameter(ge=1, le=100, description="Page size.")]
 Offset = Annotated[int, Parameter(ge=0, description="Memories to skip (newest first).")]
 MAX_OFFSET = 2**31  # past any table; LanceDB takes offsets as u32 (larger ones raise OverflowError)
 
 
-async def provide_scope(namespace: Namespace = "", shared: Shared = False) -> str:
-    """The namespace a route works on: ``namespace``, or with ``shared=true`` the organisation's shared
-    scope (`app.tenancy.SHARED_NAMESPACE`, which no ``namespace`` value can name)."""
-    if not shared:
-        return check_namespace(namespace)
-    if namespace:
-        raise InvalidRequest("give either 'namespace' or shared=true, not both", loc=("query", "shared"),
-                             code="value_error")
+async def provide_namespace(namespace: Namespace = "") -> str:
+    """The namespace a route of ``/api/v1/memory`` works on."""
+    return check_namespace(namespace)
+
+
+async def provide_shared_scope() -> str:
+    """The namespace every route of ``/api/v1/memory/shared`` works on: the organisation's shared scope
+    (`app.tenancy.SHARED_NAMESPACE`, which no ``namespace`` value can name)."""
     return SHARED_NAMESPACE
 
 
@@ -178,9 +175,12 @@ async def create_memory(request: Request[Any, Any, Any], principal: Principal, s
       responses=M.responses(M.SearchResults, 401, 413, 422), summary="Search Memories")
 async def search_memories(request: Request[Any, Any, Any], principal: Principal, services: Services,
                           ns_scope: str) -> dict[str, Any]:
-    """Hybrid search of the namespace's current memories (``namespace`` in the body wins)."""
+    """Hybrid search of the namespace's current memories (``namespace`` in the body wins, except on the
+    shared scope's route)."""
     body = decode_body(await request.body(), M.SearchBody)
-    ns = check_namespace(body.namespace, ("body", "namespace")) if body.namespace is not None else ns_scope
+    ns = ns_scope
+    if body.namespace is not None and ns_scope != SHARED_NAMESPACE:  # the shared routes' path says whose
+        ns = check_namespace(body.namespace, ("body", "namespace"))
     hits = await services.memories.search(principal.org_id, ns, body.query, limit=body.limit)
     return {"results": [{**memory_json(h.memory), "score": round(float(h.score), 6)} for h in hits]}
 
@@ -296,17 +296,23 @@ async def import_memories(request: Request[Any, Any, Any], principal: Principal,
                           ns_scope: str) -> dict[str, Any]:
     """Import JSON Lines (or a JSON array) as exported; ids are kept, so re-importing is a no-op.
     Everything is validated before anything is written."""
-    ns = ns_scope
     records = wire_transfer.parse_import(await request.body())
-    counts = await services.memories.import_items(principal.org_id, ns, [wire_transfer.to_item(r) for r in records])
+    counts = await services.memories.import_items(principal.org_id, ns_scope, [wire_transfer.to_item(r) for r in records])
     return M.import_json(counts)
 
 
-memory_router = Router(
-    path="/api/v1/memory",
-    route_handlers=[create_memory, search_memories, list_memories, get_memory, delete_memory, backfill_entities,
-                    update_memory, memory_history, forget_namespace, export_memories, import_memories],
-    dependencies={"principal": Provide(provide_principal), "services": Provide(provide_services),
-                  "ns_scope": Provide(provide_scope)},
-    tags=["memory"],
-)
+_ROUTES = [create_memory, search_memories, list_memories, get_memory, delete_memory, backfill_entities, update_memory,
+           memory_history, forget_namespace, export_memories, import_memories]
+
+
+def _router(path: str, provide_ns_scope: Any, tag: str) -> Router:
+    return Router(path=path, route_handlers=_ROUTES, tags=[tag], dependencies={
+        "principal": Provide(provide_principal), "services": Provide(provide_services),
+        "ns_scope": Provide(provide_ns_scope)})
+
+
+memory_router = _router("/api/v1/memory", provide_namespace, "memory")
+# The same routes on the organisation's shared scope (public memories: personal chat shows them to every
+# user of the organisation). A path of its own rather than a flag beside ``namespace``: the two can never
+# be given together, so no request is ambiguous about whose memories it changes.
+shared_memory_router = _router("/api/v1/memory/shared", provide_shared_scope, "shared memory")

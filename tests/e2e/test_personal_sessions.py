@@ -110,9 +110,9 @@ def test_bad_unique_ids_are_4000(personal: MemchatServer, unique_id: str) -> Non
 
 def test_a_seed_client_reads_refs(personal: MemchatServer, fake: FakeUpstream, namespace: str) -> None:
     """A client written from the seed: ``for ref in refs: ref["video"] ... ref["refItems"]``."""
-    for params, content in [({"namespace": namespace}, "My favourite island is Menorca."),
-                            ({"shared": "true"}, f"Company trips in {namespace} go to the island of Menorca.")]:
-        resp = httpx2.post(f"{personal.url}/api/v1/memory", params=params, headers={"Authorization": KEY_ORG1},
+    for path, content in [(f"?namespace={namespace}", "My favourite island is Menorca."),
+                          ("/shared", f"Company trips in {namespace} go to the island of Menorca.")]:
+        resp = httpx2.post(f"{personal.url}/api/v1/memory{path}", headers={"Authorization": KEY_ORG1},
                            json={"content": content})
         assert resp.status_code == 200, resp.text
     frames = seed_stream(personal, namespace, prompt="Which island do I like, Menorca?")

@@ -24,8 +24,8 @@ def memory_api(srv: MemchatServer, method: str, path: str = "", *, key: str = KE
     return httpx2.request(method, f"{srv.url}/api/v1/memory{path}", headers={"Authorization": key}, timeout=60, **kw)
 
 
-def add(srv: MemchatServer, content: str, key: str = KEY_ORG1, **params: str) -> dict:
-    resp = memory_api(srv, "POST", key=key, params=params, json={"content": content})
+def add(srv: MemchatServer, content: str, key: str = KEY_ORG1, *, shared: bool = False, **params: str) -> dict:
+    resp = memory_api(srv, "POST", "/shared" if shared else "", key=key, params=params, json={"content": content})
     assert resp.status_code == 200, resp.text
     return resp.json()
 
@@ -54,7 +54,7 @@ def test_a_shared_memory_reaches_every_user_of_its_organisation_only(personal: M
                                                                      namespace: str) -> None:
     marker = uuid.uuid4().hex[:8]
     fact = f"The office wifi password is kumquat-{marker}."
-    stored = add(personal, fact, shared="true")
+    stored = add(personal, fact, shared=True)
     assert stored["source"] == "explicit"
     question = f"What is the office wifi password kumquat-{marker}?"
     for uid, key in [(namespace, KEY_ORG1), (namespace + "-b", KEY_ORG1), (namespace + "-c", KEY_ORG1_B)]:
@@ -68,9 +68,9 @@ def test_a_shared_memory_reaches_every_user_of_its_organisation_only(personal: M
     assert fact not in openai_refs(personal, "", question, key=KEY_ORG2, include_shared="true")
     # The shared scope is not the global namespace: neither sees the other's memories.
     assert fact not in openai_refs(personal, "", question)
-    listed = memory_api(personal, "GET", params={"shared": "true", "limit": 100}).json()["memories"]
+    listed = memory_api(personal, "GET", "/shared", params={"limit": 100}).json()["memories"]
     assert fact in [m["content"] for m in listed]
-    assert memory_api(personal, "GET", params={"shared": "true"}, key=KEY_ORG2).json()["total"] == 0
+    assert memory_api(personal, "GET", "/shared", key=KEY_ORG2).json()["total"] == 0
 
 
 def test_a_users_memory_never_reaches_another_user(personal: MemchatServer, namespace: str) -> None:
@@ -94,7 +94,7 @@ def test_user_and_shared_memories_rank_as_one_list(personal: MemchatServer, fake
     mine = f"My bicycle {marker} is a red Brompton."
     shared = f"Bicycles {marker} can be parked in the basement garage."
     add(personal, mine, namespace=namespace)
-    add(personal, shared, shared="true")
+    add(personal, shared, shared=True)
     envelope = seed_json(personal, namespace, prompt=f"Where can I park my bicycle {marker}?")
     items = [item for ref in envelope["data"]["refs"] for item in ref["refItems"]]
     assert {mine, shared} <= {i["content"] for i in items}
@@ -116,17 +116,17 @@ def test_import_fills_the_shared_scope(personal: MemchatServer, namespace: str) 
     marker = uuid.uuid4().hex[:8]
     lines = "\n".join(json.dumps({"content": f"Holiday {marker} number {i} is on the {i + 1}st of May."})
                       for i in range(3))
-    resp = memory_api(personal, "POST", "/import", params={"shared": "true"}, content=lines.encode())
+    resp = memory_api(personal, "POST", "/shared/import", content=lines.encode())
     assert resp.status_code == 200 and resp.json()["written"] == 3, resp.text
     for seen in personal_refs(personal, namespace, f"When is holiday {marker} number 1?"):
         assert seen and set(seen.values()) <= {"shared", "user"}
         assert any(marker in content and scope == "shared" for content, scope in seen.items())
-    exported = memory_api(personal, "GET", "/export", params={"shared": "true"}).text
+    exported = memory_api(personal, "GET", "/shared/export").text
     assert exported.count(marker) == 3
 
 
 def test_idle_commits_never_write_into_the_shared_scope(personal: MemchatServer, namespace: str) -> None:
-    before = memory_api(personal, "GET", params={"shared": "true", "limit": 100}).json()["total"]
+    before = memory_api(personal, "GET", "/shared", params={"limit": 100}).json()["total"]
     marker = uuid.uuid4().hex[:6]
     seed_stream(personal, namespace, prompt=f"I adopted a parrot called Kiwi{marker} last week.")
     deadline = time.monotonic() + 30
@@ -135,16 +135,25 @@ def test_idle_commits_never_write_into_the_shared_scope(personal: MemchatServer,
         time.sleep(0.5)
         mine = memory_api(personal, "GET", params={"namespace": namespace}).json()["memories"]
     assert mine and all(m["source"] == "conversation" and m["namespace"] == namespace for m in mine)
-    shared = memory_api(personal, "GET", params={"shared": "true", "limit": 100}).json()
+    shared = memory_api(personal, "GET", "/shared", params={"limit": 100}).json()
     assert shared["total"] == before and all(marker not in m["content"] for m in shared["memories"])
 
 
-@pytest.mark.parametrize("params", [{"shared": "true", "namespace": "u1"}, {"shared": "maybe"},
-                                    {"namespace": "\x1fshared"}])
-def test_bad_scope_parameters_are_422(personal: MemchatServer, params: dict) -> None:
-    resp = memory_api(personal, "GET", params=params)
-    assert resp.status_code == 422, resp.text
-    assert resp.json()["detail"][0]["loc"][0] == "query"
+def test_the_shared_scope_is_reached_only_by_its_own_routes(personal: MemchatServer, namespace: str) -> None:
+    fact = f"Shared notice {uuid.uuid4().hex[:8]}."
+    stored = add(personal, fact, shared=True)
+    assert memory_api(personal, "GET", f"/shared/{stored['id']}").json()["content"] == fact
+    # No namespace names it (its name starts with a control character) ...
+    for ns in ("\x1fshared", "shared", ""):
+        resp = memory_api(personal, "GET", f"/{stored['id']}", params={"namespace": ns})
+        assert resp.status_code in (404, 422), (ns, resp.text)
+    # ... a namespace parameter on its routes changes nothing, and another organisation sees none of it.
+    assert memory_api(personal, "GET", f"/shared/{stored['id']}", params={"namespace": namespace}).status_code == 200
+    assert memory_api(personal, "GET", f"/shared/{stored['id']}", key=KEY_ORG2).status_code == 404
+    found = memory_api(personal, "POST", "/shared/search", json={"query": fact, "namespace": namespace}).json()
+    assert fact in [r["content"] for r in found["results"]]
+    assert memory_api(personal, "DELETE", f"/shared/{stored['id']}").status_code == 204
+    assert memory_api(personal, "GET", f"/shared/{stored['id']}").status_code == 404
 
 
 @pytest.mark.parametrize("value", ["maybe", "2", "yes please"])
@@ -160,9 +169,24 @@ def test_hostile_unique_ids_see_only_their_own_and_the_shared_scope(personal: Me
     marker = uuid.uuid4().hex[:8]
     victim = f"My passport number {marker} is X123."
     add(personal, victim, namespace=f"victim-{marker}")
-    add(personal, f"Passport {marker} renewals go through the front desk.", shared="true")
+    add(personal, f"Passport {marker} renewals go through the front desk.", shared=True)
     resp = post(personal, "chat_personal", {"prompt": f"What is my passport number {marker}?", "unique_id": hostile})
     assert resp.status_code == 200, resp.text
     seen = contents(resp.json()["data"]["refs"])
     assert victim not in seen and set(seen.values()) <= {"shared", "user"}
     assert any(marker in content for content, scope in seen.items() if scope == "shared")
+
+
+def test_cli_imports_and_exports_the_shared_scope(personal: MemchatServer, namespace: str, tmp_path) -> None:
+    from tests.e2e.test_memory_rest_more import memchat
+    marker = uuid.uuid4().hex[:8]
+    source = tmp_path / "shared.jsonl"
+    source.write_text(json.dumps({"content": f"The canteen {marker} opens at noon."}) + "\n")
+    run = memchat("import", str(source), "--url", personal.url, "--shared")
+    assert run.returncode == 0 and b"imported 1 records" in run.stderr, run.stderr.decode()
+    exported = memchat("export", "--url", personal.url, "--shared")
+    assert exported.returncode == 0 and marker.encode() in exported.stdout
+    assert marker.encode() not in memchat("export", "--url", personal.url, "--namespace", namespace).stdout
+    assert memchat("export", "--url", personal.url, "--shared", "--namespace", namespace).returncode == 2
+    for seen in personal_refs(personal, namespace, f"When does the canteen {marker} open?"):
+        assert seen.get(f"The canteen {marker} opens at noon.") == "shared"
