@@ -87,7 +87,8 @@ def _client(args: argparse.Namespace):  # -> httpx2.Client
     key = args.key or os.environ.get("MEMCHAT_API_KEY")
     if not key:
         raise CliError("an API key is needed: --key or MEMCHAT_API_KEY")
-    return httpx2.Client(base_url=args.url.rstrip("/") + "/api/v1/memory", timeout=args.timeout,
+    path = "/api/v1/memory/shared" if args.shared else "/api/v1/memory"
+    return httpx2.Client(base_url=args.url.rstrip("/") + path, timeout=args.timeout,
                          headers={"Authorization": f"Bearer {key}"})
 
 
@@ -111,11 +112,17 @@ def _progress(label: str, done: int, total: int | None, end: bool = False) -> No
     print(text, end="\n" if end else "", file=sys.stderr, flush=True)
 
 
+def _scope(args: argparse.Namespace) -> dict[str, str]:
+    """The query parameter naming the namespace a command works on (none for the shared scope: its routes
+    have a path of their own, see `_client`)."""
+    return {} if args.shared else {"namespace": args.namespace}
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     out = open(args.output, "wb") if args.output and args.output != "-" else sys.stdout.buffer  # noqa: SIM115
     lines = 0
     try:
-        with _client(args) as client, client.stream("GET", "/export", params={"namespace": args.namespace}) as resp:
+        with _client(args) as client, client.stream("GET", "/export", params=_scope(args)) as resp:
             if resp.status_code >= 400:
                 resp.read()
                 _check(resp)
@@ -160,7 +167,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     result: dict = {}
     with _client(args) as client:
         def send(batch: list[bytes]) -> dict:
-            resp = client.post("/import", params={"namespace": args.namespace}, content=b"\n".join(batch),
+            resp = client.post("/import", params=_scope(args), content=b"\n".join(batch),
                                headers={"Content-Type": "application/x-ndjson"})
             return _check(resp)
 
@@ -187,12 +194,12 @@ def cmd_import(args: argparse.Namespace) -> int:
 def cmd_backfill(args: argparse.Namespace) -> int:
     totals = {"examined": 0, "processed": 0, "skipped": 0, "failed": 0}
     with _client(args) as client:
-        params = {"namespace": args.namespace, "limit": 1, "include_superseded": "true"}
+        params = {**_scope(args), "limit": 1, "include_superseded": "true"}
         memories = _check(client.get("/", params=params))["total"]
         offset = 0
         while True:
             page = _check(client.post("/backfill-entities", params={
-                "namespace": args.namespace, "limit": args.limit, "offset": offset, "chunk_size": args.chunk_size}))
+                **_scope(args), "limit": args.limit, "offset": offset, "chunk_size": args.chunk_size}))
             for key in totals:
                 totals[key] += page[key]
             _progress("backfill-entities", page["nextOffset"], max(memories, page["nextOffset"]))
@@ -209,7 +216,9 @@ def _remote(sub, name: str, help_: str, func) -> argparse.ArgumentParser:
     cmd = sub.add_parser(name, help=help_)
     cmd.add_argument("--url", default=env.get("MEMCHAT_URL", "http://127.0.0.1:8000"), help="memchat server")
     cmd.add_argument("--key", default=None, help="API key (default: $MEMCHAT_API_KEY)")
-    cmd.add_argument("--namespace", default="", help="the user's namespace (default: global)")
+    scope = cmd.add_mutually_exclusive_group()
+    scope.add_argument("--namespace", default="", help="the user's namespace (default: global)")
+    scope.add_argument("--shared", action="store_true", help="the organisation's shared scope (public memories)")
     cmd.add_argument("--timeout", type=float, default=600.0, help="seconds per HTTP request")
     cmd.set_defaults(func=func)
     return cmd

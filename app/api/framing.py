@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import quote
 
 from app.api.wire import memory_refs
 from app.chat.service import PreparedChat
@@ -18,8 +19,17 @@ from app.chat.stream import ChatStream, Chunk, Done, Failure
 from app.llm.sse import DONE_FRAME, data_frame
 
 
+_HEADER_SAFE = "".join(chr(c) for c in range(0x20, 0x7F) if chr(c) != "%")
+
+
+def id_header(chat_id: str) -> str:
+    """A chat or session id as a header value: unchanged when it is printable ASCII without ``%``, else
+    percent-encoded (UTF-8), since a header cannot carry other characters (the body has the id as is)."""
+    return quote(chat_id, safe=_HEADER_SAFE)
+
+
 def chat_headers(chat: PreparedChat) -> dict[str, str]:
-    return {"x-memchat-chat-id": chat.chat_id, "x-memchat-memories": str(len(chat.retrieved.used))}
+    return {"x-memchat-chat-id": id_header(chat.chat_id), "x-memchat-memories": str(len(chat.retrieved.used))}
 
 
 def memory_field(chat: PreparedChat) -> dict[str, Any]:
@@ -40,8 +50,10 @@ async def openai_frames(stream: ChatStream) -> AsyncIterator[bytes]:
 
 def thinkings(chat: PreparedChat) -> list[str]:
     used = len(chat.retrieved.used)
-    return [f"searched the memories of '{chat.params.namespace or '(global)'}': {chat.retrieved.searched} "
-            f"candidate(s) found, {used} used"]
+    where = f"the memories of '{chat.params.namespace or '(global)'}'"
+    if chat.params.include_shared:
+        where += " and the organisation's shared memories"
+    return [f"searched {where}: {chat.retrieved.searched} candidate(s) found, {used} used"]
 
 
 async def personal_frames(stream: ChatStream, chat: PreparedChat, refs: list[dict[str, Any]]) -> AsyncIterator[bytes]:

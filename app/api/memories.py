@@ -1,5 +1,5 @@
-"""Memory REST API (``/api/v1/memory``), shaped as memories.ai documents it: camelCase memories, 422 ``detail``
-errors.
+"""Memory REST API (``/api/v1/memory``, and the same routes on the organisation's shared scope under
+``/api/v1/memory/shared``), shaped as memories.ai documents it: camelCase memories, 422 ``detail`` errors.
 
 Bodies are decoded by hand (`decode_body`) so every error keeps the documented ``{"detail": [{"loc", "msg",
 "type"}]}`` shape with a precise ``loc``; query parameters are declared in the handler signatures
@@ -34,7 +34,7 @@ from app.memory.entities import clean_entities
 from app.memory.limits import MemoryLimitError
 from app.memory.limits import check_content as check_memory_content
 from app.services import Services
-from app.tenancy import MAX_NAMESPACE_LENGTH, NAMESPACE_PATTERN, validate_namespace
+from app.tenancy import MAX_NAMESPACE_LENGTH, NAMESPACE_PATTERN, SHARED_NAMESPACE, validate_namespace
 
 IMPORT_MAX_BYTES = 64 * 1024 * 1024
 T = TypeVar("T")
@@ -103,6 +103,19 @@ MemoryId = Annotated[str, Parameter(schema_extra={"format": "uuid"}, description
 Limit = Annotated[int, Parameter(ge=1, le=100, description="Page size.")]
 Offset = Annotated[int, Parameter(ge=0, description="Memories to skip (newest first).")]
 MAX_OFFSET = 2**31  # past any table; LanceDB takes offsets as u32 (larger ones raise OverflowError)
+
+
+async def provide_namespace(namespace: Namespace = "") -> str:
+    """The namespace a route of ``/api/v1/memory`` works on."""
+    return check_namespace(namespace)
+
+
+async def provide_shared_scope() -> str:
+    """The namespace every route of ``/api/v1/memory/shared`` works on: the organisation's shared scope
+    (`app.tenancy.SHARED_NAMESPACE`, which no ``namespace`` value can name)."""
+    return SHARED_NAMESPACE
+
+
 _AUTH_PARAMS = [
     ParameterSpec(name="authorization", param_in="header", required=False, schema=M.schema_of(str),
                   description="`Bearer <key>` or the raw key."),
@@ -149,29 +162,32 @@ def _json_body(type_: Any) -> type[Operation]:
 @post("/", status_code=200, operation_class=_json_body(M.CreateMemoryBody),
       responses=M.responses(M.MemoryOut, 401, 403, 413, 422), summary="Create Memory")
 async def create_memory(request: Request[Any, Any, Any], principal: Principal, services: Services,
-                        namespace: Namespace = "") -> dict[str, Any]:
+                        ns_scope: str) -> dict[str, Any]:
     """Store an explicit memory (``source: "explicit"``) in the namespace."""
     body = decode_body(await request.body(), M.CreateMemoryBody)
     if body.organizationId is not None and body.organizationId != principal.org_id:
         raise PermissionDenied("organizationId does not match the organisation of this API key")
-    memory = await services.memories.create(principal.org_id, check_namespace(namespace), check_content(body.content))
+    memory = await services.memories.create(principal.org_id, ns_scope, check_content(body.content))
     return memory_json(memory)
 
 
 @post("/search", status_code=200, operation_class=_json_body(M.SearchBody),
       responses=M.responses(M.SearchResults, 401, 413, 422), summary="Search Memories")
 async def search_memories(request: Request[Any, Any, Any], principal: Principal, services: Services,
-                          namespace: Namespace = "") -> dict[str, Any]:
-    """Hybrid search of the namespace's current memories (``namespace`` in the body wins)."""
+                          ns_scope: str) -> dict[str, Any]:
+    """Hybrid search of the namespace's current memories (``namespace`` in the body wins, except on the
+    shared scope's route)."""
     body = decode_body(await request.body(), M.SearchBody)
-    ns = check_namespace(body.namespace, ("body", "namespace")) if body.namespace is not None else check_namespace(namespace)
+    ns = ns_scope
+    if body.namespace is not None and ns_scope != SHARED_NAMESPACE:  # the shared routes' path says whose
+        ns = check_namespace(body.namespace, ("body", "namespace"))
     hits = await services.memories.search(principal.org_id, ns, body.query, limit=body.limit)
     return {"results": [{**memory_json(h.memory), "score": round(float(h.score), 6)} for h in hits]}
 
 
 @get("/", operation_class=_operation(), responses=M.responses(M.MemoryList, 401, 404, 422), summary="List Memories")
 async def list_memories(
-    principal: Principal, services: Services, namespace: Namespace = "", limit: Limit = 50, offset: Offset = 0,
+    principal: Principal, services: Services, ns_scope: str, limit: Limit = 50, offset: Offset = 0,
     source: Annotated[Literal["explicit", "conversation"] | None, Parameter(
         description="Only memories of this source.")] = None,
     entity: Annotated[str | None, Parameter(min_length=1, max_length=500, description=(
@@ -183,7 +199,7 @@ async def list_memories(
 ) -> dict[str, Any]:
     """The namespace's memories, newest first (``createdAt``, then ``id``, descending)."""
     memories, total = await services.memories.list(
-        principal.org_id, check_namespace(namespace), limit=limit, offset=min(offset, MAX_OFFSET), source=source,
+        principal.org_id, ns_scope, limit=limit, offset=min(offset, MAX_OFFSET), source=source,
         entity=entity, include_superseded=include_superseded,
         before=check_uuid(before, ("query", "before")) if before is not None else None)
     return {"memories": [memory_json(m) for m in memories], "total": total}
@@ -192,30 +208,30 @@ async def list_memories(
 @get("/{memory_id:str}", operation_class=_operation(), responses=M.responses(M.MemoryOut, 401, 404, 422),
      summary="Get Memory")
 async def get_memory(memory_id: MemoryId, principal: Principal, services: Services,
-                     namespace: Namespace = "") -> dict[str, Any]:
-    return memory_json(await services.memories.get(principal.org_id, check_namespace(namespace), check_uuid(memory_id)))
+                     ns_scope: str) -> dict[str, Any]:
+    return memory_json(await services.memories.get(principal.org_id, ns_scope, check_uuid(memory_id)))
 
 
 @delete("/{memory_id:str}", status_code=204, operation_class=_operation(),
         responses=M.responses(None, 401, 404, 422), summary="Delete Memory")
 async def delete_memory(memory_id: MemoryId, principal: Principal, services: Services,
-                        namespace: Namespace = "") -> Response[None]:
+                        ns_scope: str) -> Response[None]:
     """Delete the memory and its earlier versions."""
-    await services.memories.delete(principal.org_id, check_namespace(namespace), check_uuid(memory_id))
+    await services.memories.delete(principal.org_id, ns_scope, check_uuid(memory_id))
     return Response(None, status_code=204)
 
 
 @post("/backfill-entities", status_code=200, operation_class=_operation(),
       responses=M.responses(M.BackfillOut, 401, 422), summary="Backfill Entities")
 async def backfill_entities(
-    principal: Principal, services: Services, namespace: Namespace = "",
+    principal: Principal, services: Services, ns_scope: str,
     limit: Annotated[int, Parameter(ge=1, le=50, description="Memories examined by this call.")] = 20,
     offset: Offset = 0,
     chunk_size: Annotated[int, Parameter(ge=1, le=10, description="Memories per model call.")] = 5,
 ) -> dict[str, Any]:
     """Extract the entities of one page of memories that have none; call again with ``nextOffset``
     while ``hasMore``. Memories already processed are skipped, so re-running is cheap."""
-    counts = await services.memories.backfill_entities(principal.org_id, check_namespace(namespace), limit=limit,
+    counts = await services.memories.backfill_entities(principal.org_id, ns_scope, limit=limit,
                                                        offset=min(offset, MAX_OFFSET), chunk_size=chunk_size)
     return M.backfill_json(counts, offset=offset)
 
@@ -226,11 +242,11 @@ async def backfill_entities(
 @patch("/{memory_id:str}", operation_class=_json_body(M.PATCH_BODY),
        responses=M.responses(M.MemoryOut, 401, 404, 413, 422), summary="Update Memory")
 async def update_memory(request: Request[Any, Any, Any], memory_id: MemoryId, principal: Principal,
-                        services: Services, namespace: Namespace = "") -> dict[str, Any]:
+                        services: Services, ns_scope: str) -> dict[str, Any]:
     """Change a memory's content (re-embedded) and/or entities; the replaced version is kept (see
     ``/history``)."""
     body = decode_body(await request.body(), M.PatchMemoryBody)
-    org, ns, mid = principal.org_id, check_namespace(namespace), check_uuid(memory_id)
+    org, ns, mid = principal.org_id, ns_scope, check_uuid(memory_id)
     if body.content is UNSET and body.entities is UNSET:
         raise InvalidRequest("give content and/or entities", loc=("body",), code="missing")
     content = check_content(body.content) if body.content is not UNSET else None
@@ -241,9 +257,9 @@ async def update_memory(request: Request[Any, Any, Any], memory_id: MemoryId, pr
 @get("/{memory_id:str}/history", operation_class=_operation(),
      responses=M.responses(M.MemoryHistory, 401, 404, 422), summary="Memory History")
 async def memory_history(memory_id: MemoryId, principal: Principal, services: Services,
-                         namespace: Namespace = "") -> dict[str, Any]:
+                         ns_scope: str) -> dict[str, Any]:
     """Versions oldest to newest (the last is the current one) and the supersession links."""
-    history = await services.memories.history(principal.org_id, check_namespace(namespace), check_uuid(memory_id))
+    history = await services.memories.history(principal.org_id, ns_scope, check_uuid(memory_id))
     return M.history_json(history)
 
 
@@ -251,12 +267,12 @@ async def memory_history(memory_id: MemoryId, principal: Principal, services: Se
         summary="Forget Namespace")
 async def forget_namespace(
     principal: Principal, services: Services,
-    namespace: Namespace = "",
+    ns_scope: str,
     confirm: Annotated[bool, Parameter(schema_extra={"enum": [True]}, description="Must be true.")] = False,
 ) -> dict[str, Any]:
     """Forget a user: delete every memory, earlier version and conversation (turn log and commit
     records) of the namespace. Requires ``confirm=true``."""
-    org, ns = principal.org_id, check_namespace(namespace)
+    org, ns = principal.org_id, ns_scope
     if not confirm:
         raise InvalidRequest("confirm=true is required: this deletes every memory and conversation of the namespace",
                              loc=("query", "confirm"), code="missing")
@@ -266,9 +282,9 @@ async def forget_namespace(
 
 @get("/export", operation_class=_operation(), responses=M.responses(M.EXPORT_SPEC, 401, 422),
      summary="Export Memories")
-async def export_memories(principal: Principal, services: Services, namespace: Namespace = "") -> Stream:
+async def export_memories(principal: Principal, services: Services, ns_scope: str) -> Stream:
     """Every memory of the namespace (superseded ones too), oldest first, as JSON Lines."""
-    pages = services.memories.export(principal.org_id, check_namespace(namespace))
+    pages = services.memories.export(principal.org_id, ns_scope)
     return Stream(wire_transfer.export_lines(pages), media_type=M.JSONL,
                   headers={"content-disposition": 'attachment; filename="memories.jsonl"'})
 
@@ -277,19 +293,26 @@ async def export_memories(principal: Principal, services: Services, namespace: N
       operation_class=_operation(M.IMPORT_BODY), responses=M.responses(M.ImportOut, 401, 413, 422),
       summary="Import Memories")
 async def import_memories(request: Request[Any, Any, Any], principal: Principal, services: Services,
-                          namespace: Namespace = "") -> dict[str, Any]:
+                          ns_scope: str) -> dict[str, Any]:
     """Import JSON Lines (or a JSON array) as exported; ids are kept, so re-importing is a no-op.
     Everything is validated before anything is written."""
-    ns = check_namespace(namespace)
     records = wire_transfer.parse_import(await request.body())
-    counts = await services.memories.import_items(principal.org_id, ns, [wire_transfer.to_item(r) for r in records])
+    counts = await services.memories.import_items(principal.org_id, ns_scope, [wire_transfer.to_item(r) for r in records])
     return M.import_json(counts)
 
 
-memory_router = Router(
-    path="/api/v1/memory",
-    route_handlers=[create_memory, search_memories, list_memories, get_memory, delete_memory, backfill_entities,
-                    update_memory, memory_history, forget_namespace, export_memories, import_memories],
-    dependencies={"principal": Provide(provide_principal), "services": Provide(provide_services)},
-    tags=["memory"],
-)
+_ROUTES = [create_memory, search_memories, list_memories, get_memory, delete_memory, backfill_entities, update_memory,
+           memory_history, forget_namespace, export_memories, import_memories]
+
+
+def _router(path: str, provide_ns_scope: Any, tag: str) -> Router:
+    return Router(path=path, route_handlers=_ROUTES, tags=[tag], dependencies={
+        "principal": Provide(provide_principal), "services": Provide(provide_services),
+        "ns_scope": Provide(provide_ns_scope)})
+
+
+memory_router = _router("/api/v1/memory", provide_namespace, "memory")
+# The same routes on the organisation's shared scope (public memories: personal chat shows them to every
+# user of the organisation). A path of its own rather than a flag beside ``namespace``: the two can never
+# be given together, so no request is ambiguous about whose memories it changes.
+shared_memory_router = _router("/api/v1/memory/shared", provide_shared_scope, "shared memory")

@@ -14,14 +14,16 @@ from litestar import Request, Response, Router, post
 from litestar.di import Provide
 
 from app.api.deps import provide_principal, provide_services
-from app.api.framing import personal_frames, thinkings
+from app.api.framing import id_header, personal_frames, thinkings
 from app.api.streaming import TOKEN_PING, sse_response
 from app.api.wire import memory_refs
 from app.auth import Principal
-from app.chat.service import PreparedChat
-from app.errors import InvalidRequest, NotFound
+from app.chat.service import ConversationInfo, PreparedChat
+from app.errors import InvalidRequest
+from app.memory.models import ScoredMemory
 from app.services import Services
 from app.tenancy import validate_chat_id, validate_namespace
+from app.times import rfc3339
 
 MAX_PROMPT_CHARS = 100_000
 _decode = msgspec.json.Decoder().decode
@@ -60,21 +62,37 @@ def parse_personal(raw: bytes) -> PersonalRequest:
                            unique_id=validate_namespace(unique_id, param="unique_id"))
 
 
-def group_refs(refs: list[dict[str, Any]], titles: dict[str, str]) -> list[dict[str, Any]]:
-    """memories.ai's ``[{"video", "refItems"}]`` with conversations in place of videos: memories grouped by the
-    conversation they came from as ``[{"thread": {"id", "createdAt", "title"} | None, "refItems": [...]}]``."""
-    groups: dict[str | None, dict[str, Any]] = {}
-    for ref in refs:
-        thread_id = ref.get("sourceThreadId")
-        group = groups.get(thread_id)
+EXPLICIT_SOURCES = {"user": ("explicit", "Saved memories"), "shared": ("shared", "Shared memories")}
+
+
+def source_video(ref: dict[str, Any], conversations: dict[str, ConversationInfo]) -> dict[str, Any]:
+    """The seed's ``video`` for a ref: the source its memory came from. A conversation is
+    ``{"id": chat id, "type": "conversation", "title": its first message, "createdAt": its start}``;
+    explicit memories (REST API, import) have one source per scope, ``{"id": "explicit" | "shared",
+    "type": "explicit", ...}``. ``scope`` says whose it is; ``createdAt`` falls back to the group's oldest
+    memory when the conversation is no longer in the turn log (or is a shared scope's)."""
+    thread_id, scope = ref["sourceThreadId"], ref["scope"]
+    if not thread_id:
+        source_id, title = EXPLICIT_SOURCES[scope]
+        return {"id": source_id, "type": "explicit", "title": title, "createdAt": ref["createdAt"], "scope": scope}
+    info = conversations.get(thread_id) if scope == "user" else None
+    return {"id": thread_id, "type": "conversation", "title": info.title if info else "",
+            "createdAt": rfc3339(info.started_at) if info else ref["createdAt"], "scope": scope}
+
+
+def group_refs(used: list[ScoredMemory], conversations: dict[str, ConversationInfo]) -> list[dict[str, Any]]:
+    """memories.ai's ``[{"video", "refItems"}]``: the memories used, grouped by the source they came from
+    (`source_video`), groups in the order of their best memory."""
+    groups: dict[tuple[str, str | None], dict[str, Any]] = {}
+    for ref in memory_refs(used):
+        key = (ref["scope"], ref["sourceThreadId"])
+        group = groups.get(key)
         if group is None:
-            thread = None
-            if thread_id:
-                thread = {"id": thread_id, "createdAt": ref["createdAt"], "title": titles.get(thread_id, "")}
-            group = groups[thread_id] = {"thread": thread, "refItems": []}
+            group = groups[key] = {"video": source_video(ref, conversations), "refItems": []}
         group["refItems"].append(ref)
-        if group["thread"] is not None and ref["createdAt"] < group["thread"]["createdAt"]:
-            group["thread"]["createdAt"] = ref["createdAt"]
+        dated_by_refs = key[0] != "user" or ref["sourceThreadId"] not in conversations
+        if dated_by_refs and ref["createdAt"] < group["video"]["createdAt"]:
+            group["video"]["createdAt"] = ref["createdAt"]
     return list(groups.values())
 
 
@@ -82,15 +100,9 @@ async def _prepare(request: Request[Any, Any, Any], principal: Principal, servic
                    *, stream: bool) -> tuple[PreparedChat, list[dict[str, Any]]]:
     body = parse_personal(await request.body())
     request.scope["memchat_session_id"] = body.session_id or None  # type: ignore[typeddict-unknown-key]
-    try:
-        chat = await services.chat.prepare_followup(principal, body.unique_id, body.session_id or None, body.prompt,
-                                                    surface="personal", stream=stream)
-    except NotFound:
-        raise NotFound("session not found") from None
-    used = chat.retrieved.used
-    titles = await services.chat.titles(principal, body.unique_id,
-                                        [s.memory.source_thread_id for s in used if s.memory.source_thread_id])
-    return chat, group_refs(memory_refs(used), titles)
+    personal = await services.chat.prepare_personal(principal, body.unique_id, body.session_id or None,
+                                                    body.prompt, stream=stream)
+    return personal.chat, group_refs(personal.chat.retrieved.used, personal.conversations)
 
 
 @post("/chat_personal_stream", status_code=200)
@@ -99,7 +111,7 @@ async def chat_personal_stream(request: Request[Any, Any, Any], principal: Princ
     chat, refs = await _prepare(request, principal, services, stream=True)
     stream = await services.chat.open_stream(chat)
     return sse_response(personal_frames(stream, chat, refs), owner=stream,
-                        headers={"x-memchat-session-id": chat.chat_id},
+                        headers={"x-memchat-session-id": id_header(chat.chat_id)},
                         ping_interval=services.settings.server.sse_ping_interval, ping=TOKEN_PING)
 
 

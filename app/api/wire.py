@@ -1,11 +1,13 @@
 """How memories look on the wire: the memory REST API's camelCase shape and the refs every chat surface
-returns (the same fields as the memory, minus tenant details, plus the relevance score)."""
+returns (the same fields as the memory, minus tenant details, plus the relevance score and the scope the
+memory came from: ``"user"``, the end user's namespace, or ``"shared"``, the organisation's shared scope)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from app.memory.models import Memory, ScoredMemory
+from app.tenancy import scope_of
 from app.times import rfc3339
 
 
@@ -36,6 +38,7 @@ def memory_ref(scored: ScoredMemory) -> dict[str, Any]:
         "source": memory.source,
         "sourceThreadId": memory.source_thread_id,
         "sourceTurnId": memory.source_turn_id,
+        "scope": scope_of(memory.namespace),
     }
 
 

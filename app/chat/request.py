@@ -19,10 +19,22 @@ class ChatParams(msgspec.Struct, frozen=True):
     namespace: str = ""
     commit_after: int | None = None
     chat_id: str | None = None
+    include_shared: bool = False   # also search the organisation's shared scope (`app.tenancy`)
+
+
+_FLAGS = {"": False, "false": False, "0": False, "true": True, "1": True}
+
+
+def parse_flag(value: str | None, param: str) -> bool:
+    """A boolean query parameter: ``true``/``1`` or ``false``/``0`` (absent or empty: false)."""
+    flag = _FLAGS.get((value or "").lower())
+    if flag is None:
+        raise InvalidRequest(f"'{param}' must be true or false", param=param)
+    return flag
 
 
 def parse_chat_params(get: Callable[[str], str | None]) -> ChatParams:
-    """Read ``namespace``, ``commit_after`` and ``chat_id`` from the query string."""
+    """Read ``namespace``, ``commit_after``, ``chat_id`` and ``include_shared`` from the query string."""
     raw_commit = get("commit_after")
     commit_after: int | None = None
     if raw_commit is not None and raw_commit != "":
@@ -38,6 +50,7 @@ def parse_chat_params(get: Callable[[str], str | None]) -> ChatParams:
         namespace=validate_namespace(get("namespace")),
         commit_after=commit_after,
         chat_id=validate_chat_id(get("chat_id")),
+        include_shared=parse_flag(get("include_shared"), "include_shared"),
     )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any, Protocol
 
 import anyio
@@ -29,9 +30,10 @@ TITLE_CHARS = 80
 
 
 class Retriever(Protocol):
-    async def retrieve(self, org_id: str, namespace: str, messages: Sequence[dict[str, Any]]) -> Retrieved: ...
+    async def retrieve(self, org_id: str, namespace: str, messages: Sequence[dict[str, Any]], *,
+                       include_shared: bool = False) -> Retrieved: ...
 
-    def known_empty(self, org_id: str, namespace: str) -> bool:
+    def known_empty(self, org_id: str, namespace: str, *, include_shared: bool = False) -> bool:
         """True when there is certainly nothing to retrieve (answered from memory, no I/O)."""
         ...
 
@@ -48,6 +50,20 @@ class PreparedChat(msgspec.Struct):
     @property
     def chat_id(self) -> str:
         return self.slot.chat_id
+
+
+class ConversationInfo(msgspec.Struct, frozen=True):
+    """What a surface shows about a conversation memories came from: its title and start time."""
+
+    title: str
+    started_at: datetime
+
+
+class PersonalChat(msgspec.Struct, frozen=True):
+    """A prepared personal-chat request and the conversations its memories came from (by chat id)."""
+
+    chat: PreparedChat
+    conversations: dict[str, ConversationInfo]
 
 
 class Completion(msgspec.Struct, frozen=True):
@@ -84,14 +100,16 @@ class ChatService:
         async def retrieve() -> None:
             nonlocal retrieved
             if self.retriever is not None:
-                retrieved = await self.retriever.retrieve(principal.org_id, params.namespace, messages)
+                retrieved = await self.retriever.retrieve(principal.org_id, params.namespace, messages,
+                                                          include_shared=params.include_shared)
 
         async def resolve() -> None:
             nonlocal slot
             slot = await self.conversations.resolve_chat(principal.org_id, params.namespace, params.chat_id,
                                                          messages)
 
-        if self.retriever is None or self.retriever.known_empty(principal.org_id, params.namespace):
+        if self.retriever is None or self.retriever.known_empty(principal.org_id, params.namespace,
+                                                                include_shared=params.include_shared):
             await resolve()  # nothing to retrieve: no task group to pay for
         else:
             try:
@@ -108,14 +126,17 @@ class ChatService:
 
     async def prepare_followup(self, principal: Principal, namespace: str, chat_id: str | None, prompt: str, *,
                                surface: str, stream: bool, commit_after: int | None = None,
-                               include_usage: bool = False) -> PreparedChat:
+                               include_usage: bool = False, start_unknown: bool = False,
+                               include_shared: bool = False) -> PreparedChat:
         """A surface whose client sends only its new message: the conversation ``chat_id`` is rebuilt from
-        the turn log (``NotFound`` when it has no turn in this namespace); without one a new conversation
-        starts, never matched to an earlier one by content."""
+        the turn log of this organisation and namespace; without one a new conversation starts, never
+        matched to an earlier one by content. A ``chat_id`` with no turn there is ``NotFound``, or, with
+        ``start_unknown``, a new conversation under that id (the same id in another namespace or
+        organisation is another conversation: the turn log is read per tenant)."""
         messages: list[dict[str, Any]] = []
         if chat_id is not None:
             history = await self.conversations.history(principal.org_id, namespace, chat_id)
-            if not history:
+            if not history and not start_unknown:
                 raise NotFound(f"conversation {chat_id!r} not found")
             for turn in history:
                 messages.append({"role": "user", "content": turn.user})
@@ -125,8 +146,20 @@ class ChatService:
         body: dict[str, Any] = {"model": self.default_model, "messages": messages, "stream": stream}
         if include_usage:
             body["stream_options"] = {"include_usage": True}
-        params = ChatParams(namespace=namespace, commit_after=commit_after, chat_id=chat_id or str(uuid.uuid4()))
+        params = ChatParams(namespace=namespace, commit_after=commit_after, chat_id=chat_id or str(uuid.uuid4()),
+                            include_shared=include_shared)
         return await self.prepare(principal, params, body, surface=surface)
+
+    async def prepare_personal(self, principal: Principal, namespace: str, session_id: str | None, prompt: str, *,
+                               stream: bool) -> PersonalChat:
+        """The personal-chat API: an unknown session id starts a session under that id, the user's
+        namespace and the organisation's shared scope are searched together, and the conversations the
+        memories came from are looked up (in the user's namespace only) for the refs."""
+        chat = await self.prepare_followup(principal, namespace, session_id, prompt, surface="personal",
+                                           stream=stream, start_unknown=True, include_shared=True)
+        sources = [s.memory.source_thread_id for s in chat.retrieved.used
+                   if s.memory.source_thread_id and s.memory.namespace == namespace]
+        return PersonalChat(chat=chat, conversations=await self.conversations_of(principal, namespace, sources))
 
     def _context(self, chat: PreparedChat) -> ChatContext:
         return ChatContext(memories=chat.retrieved.memories)
@@ -161,12 +194,15 @@ class ChatService:
         """A conversation's turns, oldest first (``[]`` when unknown)."""
         return await self.conversations.history(principal.org_id, namespace, chat_id)
 
-    async def titles(self, principal: Principal, namespace: str, chat_ids: Sequence[str]) -> dict[str, str]:
-        """A title per conversation: its first user message, shortened."""
-        titles: dict[str, str] = {}
+    async def conversations_of(self, principal: Principal, namespace: str,
+                               chat_ids: Sequence[str]) -> dict[str, ConversationInfo]:
+        """Title (the first user message, shortened) and start time of each conversation still in the turn
+        log (unknown ones are left out)."""
+        found: dict[str, ConversationInfo] = {}
         for chat_id in dict.fromkeys(chat_ids):
             turns = await self.conversations.history(principal.org_id, namespace, chat_id)
             if turns:
                 first = " ".join(turns[0].user.split())
-                titles[chat_id] = first[:TITLE_CHARS - 3] + "..." if len(first) > TITLE_CHARS else first
-        return titles
+                title = first[:TITLE_CHARS - 3] + "..." if len(first) > TITLE_CHARS else first
+                found[chat_id] = ConversationInfo(title=title, started_at=min(t.created_at for t in turns))
+        return found

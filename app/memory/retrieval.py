@@ -3,6 +3,12 @@
 The query is the latest user message plus a little recent context; the result is injected as one clearly
 delimited system section (never by rewriting the user's message), each memory with its date, capped by a
 token budget. Nothing is injected when nothing relevant is found.
+
+With ``include_shared`` the organisation's shared scope (`app.tenancy.SHARED_NAMESPACE`) is searched
+beside the user's namespace, and the hits of both are ranked as one list. Each scope is searched on its
+own (the same memory id may exist in both, and fusion keys hits by id); with the default ``wsum`` fusion
+a hit's score depends only on the hit itself (BM25 statistics are table-wide, cosine is absolute), so
+merging the two lists by score ranks them as one search over both would.
 """
 
 from __future__ import annotations
@@ -10,12 +16,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+import anyio
 import msgspec
 
 from app.memory.entities import entity_rerank
 from app.memory.models import ScoredMemory
 from app.memory.presence import TenantPresence
 from app.messages import message_text
+from app.tenancy import SHARED_NAMESPACE
 
 SECTION_OPEN = "<memchat-memory>"
 SECTION_CLOSE = "</memchat-memory>"
@@ -91,14 +99,16 @@ class MemoryRetriever:
         self.min_score = min_score
         self.token_budget = token_budget
 
-    def known_empty(self, org_id: str, namespace: str) -> bool:
-        return self.store.presence.known_empty(org_id, namespace)
+    def known_empty(self, org_id: str, namespace: str, *, include_shared: bool = False) -> bool:
+        return all(self.store.presence.known_empty(org_id, ns) for ns in scopes(namespace, include_shared))
 
-    async def retrieve(self, org_id: str, namespace: str, messages: Sequence[dict[str, Any]]) -> Retrieved:
+    async def retrieve(self, org_id: str, namespace: str, messages: Sequence[dict[str, Any]], *,
+                       include_shared: bool = False) -> Retrieved:
         query = build_query(messages)
-        if not query or not await self.store.may_have_memories(org_id, namespace):
+        if not query:
             return Retrieved()
-        found = await self.store.search(org_id, namespace, query, limit=self.top_k, min_score=self.min_score)
+        found = await self._search(org_id, [ns for ns in scopes(namespace, include_shared)
+                                            if await self.store.may_have_memories(org_id, ns)], query)
         # Without a configured floor, a hit must have *some* relevance: a zero fused score means no
         # retrieval leg matched at all.
         found = [s for s in found if s.score > (self.min_score if self.min_score is not None else 0.0)]
@@ -107,3 +117,29 @@ class MemoryRetriever:
         found = entity_rerank(query, found)
         section, used = format_section(found, self.token_budget)
         return Retrieved(used=used, section=section, searched=len(found))
+
+    async def _search(self, org_id: str, namespaces: Sequence[str], query: str) -> list[ScoredMemory]:
+        """The best ``top_k`` hits over ``namespaces``, as one list ranked by score."""
+        if len(namespaces) <= 1:
+            return [] if not namespaces else await self.store.search(
+                org_id, namespaces[0], query, limit=self.top_k, min_score=self.min_score)
+        results: list[list[ScoredMemory]] = [[] for _ in namespaces]
+
+        async def one(index: int, namespace: str) -> None:
+            results[index] = await self.store.search(org_id, namespace, query, limit=self.top_k,
+                                                     min_score=self.min_score)
+
+        try:
+            async with anyio.create_task_group() as group:
+                for index, namespace in enumerate(namespaces):
+                    group.start_soon(one, index, namespace)
+        except BaseExceptionGroup as group_error:  # the search's own error, not the group
+            raise group_error.exceptions[0] from None
+        merged = [(hit, index) for index, hits in enumerate(results) for hit in hits]
+        merged.sort(key=lambda pair: (-pair[0].score, pair[1], pair[0].memory.id))  # ties: the user's first
+        return [hit for hit, _ in merged[:self.top_k]]
+
+
+def scopes(namespace: str, include_shared: bool) -> list[str]:
+    """The namespaces a chat in ``namespace`` searches: its own, then the organisation's shared scope."""
+    return [namespace, SHARED_NAMESPACE] if include_shared and namespace != SHARED_NAMESPACE else [namespace]

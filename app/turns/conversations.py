@@ -100,7 +100,9 @@ class Conversations:
         # first message seen again within the window regenerates that turn. Kept in memory, so the
         # request path never scans the turn log for it.
         self._first_turns: OrderedDict[tuple[str, str, str], tuple[str, datetime]] = OrderedDict()
-        self._first_turn_of_chat: dict[str, tuple[str, str, str]] = {}
+        # (org, namespace, chat id) -> its key in _first_turns: chat ids are only unique per tenant (clients
+        # choose them), so the same id in two tenants is two conversations here too.
+        self._first_turn_of_chat: dict[tuple[str, str, str], tuple[str, str, str]] = {}
 
     def _remember(self, record: TurnRecord, first_message: str) -> None:
         self._recent[(record.org_id, record.namespace, record.transcript_hash)] = (record.chat_id, record.seq)
@@ -110,12 +112,12 @@ class Conversations:
         if record.seq == 1 and first_message:
             key = (record.org_id, record.namespace, first_message)
             self._first_turns[key] = (record.chat_id, record.created_at)
-            self._first_turn_of_chat[record.chat_id] = key
+            self._first_turn_of_chat[(record.org_id, record.namespace, record.chat_id)] = key
             while len(self._first_turns) > _CACHE_SIZE:
-                _, (old_chat, _) = self._first_turns.popitem(last=False)
-                self._first_turn_of_chat.pop(old_chat, None)
+                (old_org, old_ns, _), (old_chat, _) = self._first_turns.popitem(last=False)
+                self._first_turn_of_chat.pop((old_org, old_ns, old_chat), None)
         elif record.seq > 1:  # no longer a one-turn conversation
-            key = self._first_turn_of_chat.pop(record.chat_id, None)
+            key = self._first_turn_of_chat.pop((record.org_id, record.namespace, record.chat_id), None)
             if key is not None:
                 self._first_turns.pop(key, None)
 

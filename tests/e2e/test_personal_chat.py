@@ -38,7 +38,7 @@ import requests
 import json
 
 url = "{url}/serve/api/v1/chat_personal_stream"
-payload = json.dumps({{ "session_id": "", "prompt": "When did I went to the beach?", "unique_id": "{uid}"}})
+payload = json.dumps({{ "session_id": {session!r}, "prompt": {prompt!r}, "unique_id": {uid!r}}})
 headers = {{ 'Authorization': '{key}', 'Content-Type': 'application/json', 'Accept': 'text/event-stream'}}
 
 with requests.post(url, headers=headers, data=payload) as resp: 
@@ -53,12 +53,33 @@ import requests
 import json
 
 url = "{url}/serve/api/v1/chat_personal"
-payload = json.dumps({{ "session_id": "", "prompt": "When did I went to the beach?", "unique_id": "{uid}"}})
+payload = json.dumps({{ "session_id": {session!r}, "prompt": {prompt!r}, "unique_id": {uid!r}}})
 headers = {{ 'Authorization': '{key}', 'Content-Type': 'application/json'}}
 
 response = requests.post(url, headers=headers, data=payload)
 print(response.text)
 '''
+
+
+SEED_PROMPT = "When did I went to the beach?"
+
+
+def seed_stream(srv: MemchatServer, uid: str, *, session: str = "", prompt: str = SEED_PROMPT,
+                key: str = KEY_ORG1) -> list:
+    """Run the seed's streaming example (its code, with these values) and parse what it prints: the frames
+    of every ``data:`` line, ``"[DONE]"`` for the last."""
+    out = run_script(textwrap.dedent(SEED_STREAMING).format(url=srv.url, key=key, uid=uid, session=session,
+                                                            prompt=prompt))
+    lines = out.strip().splitlines()
+    assert all(line.startswith("data: ") for line in lines), lines
+    return [line[6:] if line == "data: [DONE]" else json.loads(line[6:]) for line in lines]
+
+
+def seed_json(srv: MemchatServer, uid: str, *, session: str = "", prompt: str = SEED_PROMPT,
+              key: str = KEY_ORG1) -> dict:
+    """Run the seed's non-streaming example and parse the envelope it prints."""
+    return json.loads(run_script(textwrap.dedent(SEED_NON_STREAMING).format(
+        url=srv.url, key=key, uid=uid, session=session, prompt=prompt)))
 
 
 def post(srv: MemchatServer, path: str, body: object, key: str = KEY_ORG1) -> httpx2.Response:
@@ -83,10 +104,8 @@ def chat_requests(fake: FakeUpstream) -> list[dict]:
 
 
 def test_seed_streaming_example(personal: MemchatServer, fake: FakeUpstream, namespace: str) -> None:
-    out = run_script(textwrap.dedent(SEED_STREAMING).format(url=personal.url, key=KEY_ORG1, uid=namespace))
-    lines = out.strip().splitlines()
-    assert lines[-1] == "data: [DONE]"
-    frames = [json.loads(line[6:]) for line in lines[:-1]]
+    *frames, done = seed_stream(personal, namespace)
+    assert done == "[DONE]"
     assert all("token" in f for f in frames)  # a naive json.loads(line[6:])["token"] client never breaks
     assert frames[0]["session_id"] and frames[0]["token"] == ""
     assert "refs" in frames[1] and "thinkings" in frames[1]
@@ -95,8 +114,7 @@ def test_seed_streaming_example(personal: MemchatServer, fake: FakeUpstream, nam
 
 
 def test_seed_non_streaming_example(personal: MemchatServer, fake: FakeUpstream, namespace: str) -> None:
-    out = run_script(textwrap.dedent(SEED_NON_STREAMING).format(url=personal.url, key=KEY_ORG1, uid=namespace))
-    envelope = json.loads(out)
+    envelope = seed_json(personal, namespace)
     assert envelope["code"] == "0000" and envelope["msg"] == "success"
     assert envelope["success"] is True and envelope["failed"] is False and envelope["session_id"]
     assert envelope["data"]["role"] == "ASSISTANT"
@@ -118,7 +136,8 @@ def test_two_turn_session_keeps_history(personal: MemchatServer, fake: FakeUpstr
 
 
 def test_fact_from_session_one_in_session_two(personal: MemchatServer, fake: FakeUpstream, namespace: str) -> None:
-    stream_frames(personal, {"prompt": "I went to the beach in Biarritz yesterday.", "unique_id": namespace})
+    frames_first = stream_frames(personal, {"prompt": "I went to the beach in Biarritz yesterday.",
+                                            "unique_id": namespace})
     deadline = time.monotonic() + 20
     frames: list = []
     while time.monotonic() < deadline:
@@ -129,8 +148,11 @@ def test_fact_from_session_one_in_session_two(personal: MemchatServer, fake: Fak
     refs = frames[1]["refs"]
     assert refs, "the committed fact never showed up"
     group = refs[0]
-    assert group["thread"]["id"] and group["thread"]["title"].startswith("I went to the beach")
-    assert "Biarritz" in group["refItems"][0]["content"]
+    video = group["video"]
+    assert video["type"] == "conversation" and video["scope"] == "user" and "thread" not in group
+    assert video["id"] == frames_first[0]["session_id"] and video["title"].startswith("I went to the beach")
+    assert video["createdAt"] <= group["refItems"][0]["createdAt"]  # the conversation's start
+    assert "Biarritz" in group["refItems"][0]["content"] and group["refItems"][0]["scope"] == "user"
     assert "used" in frames[1]["thinkings"][0]
     section = [m["content"] for m in chat_requests(fake)[-1]["body"]["messages"] if "<memchat-memory>" in m["content"]]
     assert section and "Biarritz" in section[0]
@@ -142,23 +164,12 @@ def test_shares_memory_with_openai_namespace(personal: MemchatServer, fake: Fake
     assert resp.status_code == 200
     envelope = post(personal, "chat_personal", {"prompt": "Which beach do I like best?", "unique_id": namespace}).json()
     [group] = envelope["data"]["refs"]
-    assert group["thread"] is None and group["refItems"][0]["content"] == "My favourite beach is La Concha."
+    assert group["video"] == {"id": "explicit", "type": "explicit", "title": "Saved memories", "scope": "user",
+                              "createdAt": group["refItems"][0]["createdAt"]}
+    assert group["refItems"][0]["content"] == "My favourite beach is La Concha."
     other = post(personal, "chat_personal", {"prompt": "Which beach do I like best?", "unique_id": namespace},
                  key=KEY_ORG2).json()
     assert other["data"]["refs"] == []
-
-
-def test_unknown_or_foreign_session_is_404(personal: MemchatServer, fake: FakeUpstream, namespace: str) -> None:
-    session = post(personal, "chat_personal", {"prompt": "hello there", "unique_id": namespace}).json()["session_id"]
-    for body, key in [({"prompt": "hi", "session_id": "no-such-session", "unique_id": namespace}, KEY_ORG1),
-                      ({"prompt": "hi", "session_id": session, "unique_id": namespace + "x"}, KEY_ORG1),
-                      ({"prompt": "hi", "session_id": session, "unique_id": namespace}, KEY_ORG2)]:
-        for path in ("chat_personal", "chat_personal_stream"):
-            resp = post(personal, path, body, key=key)
-            assert resp.status_code == 404, resp.text
-            envelope = resp.json()
-            assert envelope["success"] is False and envelope["failed"] is True and envelope["code"] == "4040"
-            assert envelope["data"] is None and "session_id" in envelope
 
 
 @pytest.mark.parametrize("raw", [

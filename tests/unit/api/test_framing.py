@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
-from app.api.framing import (chat_headers, memory_field, openai_frames, personal_frames, thinkings,
+from app.api.framing import (chat_headers, id_header, memory_field, openai_frames, personal_frames, thinkings,
                              websocket_message)
 from app.auth import Principal
 from app.chat.request import ChatParams
@@ -45,10 +45,20 @@ def test_headers_memory_field_and_thinkings() -> None:
     assert chat_headers(chat) == {"x-memchat-chat-id": "chat-7", "x-memchat-memories": "1"}
     assert memory_field(chat) == {"chat_id": "chat-7", "refs": [{
         "id": "m0", "content": "fact 0", "score": 0.123457, "createdAt": "2026-03-04T05:06:07Z",
-        "source": "conversation", "sourceThreadId": "t0", "sourceTurnId": "u0"}]}
+        "source": "conversation", "sourceThreadId": "t0", "sourceTurnId": "u0", "scope": "user"}]}
     assert thinkings(chat) == ["searched the memories of 'alice': 4 candidate(s) found, 1 used"]
     assert thinkings(prepared(namespace="", used=0, searched=0)) == [
         "searched the memories of '(global)': 0 candidate(s) found, 0 used"]
+    shared = prepared(used=0, searched=2)
+    shared.params = ChatParams(namespace="alice", include_shared=True)
+    assert thinkings(shared) == [
+        "searched the memories of 'alice' and the organisation's shared memories: 2 candidate(s) found, 0 used"]
+
+
+def test_id_header_keeps_printable_ascii_and_percent_encodes_the_rest() -> None:
+    assert id_header("chat-7 ' OR 1=1 --") == "chat-7 ' OR 1=1 --"
+    assert id_header("a%b") == "a%25b"
+    assert id_header("é🎈") == "%C3%A9%F0%9F%8E%88"
 
 
 async def test_openai_frames_forward_the_upstream_frames_and_end_with_one_done() -> None:
