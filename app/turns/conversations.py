@@ -76,6 +76,9 @@ class ChatSlot(msgspec.Struct, frozen=True):
     seq: int = 1
     prefix_hash: str = ""
     is_new: bool = True
+    # The dialog before this turn when the request does not carry it (a ``previous_response_id`` chain):
+    # the recorded transcript then covers the whole conversation, as for a client that resends it.
+    prefix: tuple[tuple[str, str], ...] = ()
 
 
 class TurnOutcome(msgspec.Struct, frozen=True, kw_only=True):
@@ -158,13 +161,25 @@ class Conversations:
         turn = await self.turnlog.find_turn(org_id, namespace, turn_id)
         if turn is None:
             return None
-        return ChatSlot(chat_id=turn.chat_id, seq=turn.seq + 1, prefix_hash=turn.transcript_hash, is_new=False)
+        prefix: Dialog = []
+        for earlier in await self.turnlog.chat_turns(org_id, namespace, turn.chat_id):
+            if earlier.seq >= turn.seq:
+                earlier = turn  # the turn named, even when a regenerate has replaced it since
+            prefix += [(role, " ".join(text.split())) for role, text in (("user", earlier.user),
+                                                                          ("assistant", earlier.assistant))
+                       if text.strip()]
+            if earlier is turn:
+                break
+        return ChatSlot(chat_id=turn.chat_id, seq=turn.seq + 1, prefix_hash=transcript_hash(prefix), is_new=False,
+                        prefix=tuple(prefix))
 
     async def record(self, org_id: str, namespace: str, slot: ChatSlot, messages: Sequence[dict[str, Any]],
                      outcome: TurnOutcome) -> TurnRecord | None:
         """Append the turn (the last user message and the reply, partial or not); None when there was
         neither."""
         prefix, user = split_request(messages)
+        if not prefix and slot.prefix:
+            prefix = list(slot.prefix)
         assistant = outcome.reply
         if not user and not assistant:
             return None

@@ -76,7 +76,7 @@ class TurnRecord(msgspec.Struct, frozen=True, kw_only=True):
     assistant: str
     status: str                 # complete | partial | error
     model: str | None
-    surface: str                # openai | personal | ws
+    surface: str                # openai | responses | personal | ws
     commit_after: int
     prefix_hash: str
     transcript_hash: str

@@ -221,3 +221,11 @@ async def test_a_response_id_names_its_turn_and_the_next_one_follows_it(conv: Co
     assert await conv.resolve_followup("org2", "ns", "resp_1") is None
     assert await conv.resolve_followup("org1", "other", "resp_1") is None
     assert await conv.resolve_followup("org1", "ns", "resp_unknown") is None
+    # the chained turn records the whole conversation: a client resending it as messages continues it
+    second = await conv.record("org1", "ns", follow, [u("and coffee")],
+                               TurnOutcome(reply="noted", completed=True, turn_id="resp_2"))
+    assert second is not None and second.seq == 2 and second.prefix_hash == first.transcript_hash
+    resent = await conv.resolve_chat("org1", "ns", None, [u("I like tea"), a("ok"), u("and coffee"), a("noted"),
+                                                          u("what else?")])
+    assert (resent.chat_id, resent.seq) == (slot.chat_id, 3)
+    assert (await conv.resolve_followup("org1", "ns", "resp_2")).seq == 3  # type: ignore[union-attr]
