@@ -20,6 +20,7 @@ from typing import Any
 
 import msgspec
 
+from app.chat.request import decode_model_body
 from app.chat.stream import StreamOutcome
 from app.errors import InvalidRequest
 from app.llm.sse import EventSplitter, event_data
@@ -54,17 +55,7 @@ def _check_item(index: int, item: Any) -> None:
 
 def parse_responses_body(raw: bytes) -> dict[str, Any]:
     """Decode and check a Responses API body; returns it unchanged (every field is forwarded)."""
-    if not raw.strip():
-        raise InvalidRequest("The request body is empty; expected a JSON object", code="invalid_json")
-    try:
-        body = _decode(raw)
-    except msgspec.DecodeError as exc:
-        raise InvalidRequest(f"The request body is not valid JSON: {exc}", code="invalid_json") from None
-    if not isinstance(body, dict):
-        raise InvalidRequest("The request body must be a JSON object", code="invalid_json")
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        raise InvalidRequest("'model' is required and must be a non-empty string", param="model")
+    body = decode_model_body(raw)
     input_ = body.get("input")
     if input_ is not None:
         if isinstance(input_, list):
