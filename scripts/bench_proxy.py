@@ -36,7 +36,7 @@ fake and proxy share the same 2 cores).
 ``--responses`` measures only phases 1 and 1b, over four arms in the same run: ``direct`` and
 ``direct-resp`` (the fake's chat completions and its ``/v1/responses``), ``mc-empty`` and ``mc-resp``
 (memchat's chat completions and Responses API, empty namespace); TTFT is reported against the direct arm
-of the same API. Nothing is written to docs/benchmarks.md.
+of the same API. The table goes to the section "Responses API overhead" of docs/benchmarks.md.
 
 LiteLLM is looked for at ``--litellm-bin``, ``$LITELLM_BIN``, ``/tmp/memchat-bench-litellm/bin/litellm``
 or on PATH; it is never installed into the project's venv. When it is missing or fails to start the
@@ -86,6 +86,7 @@ from bench_common import (  # noqa: E402
     install_litellm,
     load_now,
     machine_line,
+    md_table,
     memchat_env,
     pct,
     peak_rss_mib,
@@ -719,7 +720,8 @@ def event_loop_runner() -> Any:
         return asyncio.run
 
 
-def run_responses(args: argparse.Namespace, tmp: Path, servers: Servers, progress: Progress) -> int:
+def run_responses(args: argparse.Namespace, info: dict[str, Any], tmp: Path, servers: Servers,
+                  progress: Progress) -> int:
     """``--responses``: phases 1 and 1b over chat completions and the Responses API, direct and through
     memchat (empty namespace), in one run; a table on stdout."""
     fake = servers.fake = FakeUpstream("--tokens", str(args.tokens), "--no-record").start()
@@ -743,20 +745,28 @@ def run_responses(args: argparse.Namespace, tmp: Path, servers: Servers, progres
     if args.long_requests > 0:
         run_phase1b(args, arms, fake, qs, runner, progress)
     direct = {"chat": chat_direct, "responses": arms[2]}
-    print(f"\n| arm | TTFT p50 (+ vs direct, same API) | TTFT p99 | CPU per chunk ({args.tokens}-token replies) "
-          f"| marginal CPU per extra chunk |\n| --- | --- | --- | --- | --- |")
-    for a in arms:
-        base = direct[a.api]
-        print(f"| {a.name} | {as_ms(pct(a.ttft, 50))} ms (+{as_ms(pct(a.ttft, 50) - pct(base.ttft, 50))}) "
-              f"| {as_ms(pct(a.ttft, 99))} ms | {a.cpu / max(1, a.chunks) * 1e6:.0f} µs "
-              f"| {fmt(marginal_us(a), 0) if args.long_requests > 0 else '-'} µs |")
+    rows = [[a.name, f"{as_ms(pct(a.ttft, 50))} ms (+{as_ms(pct(a.ttft, 50) - pct(direct[a.api].ttft, 50))})",
+             f"{as_ms(pct(a.ttft, 99))} ms", f"{a.cpu / max(1, a.chunks) * 1e6:.0f} µs",
+             f"{fmt(marginal_us(a), 0)} µs" if args.long_requests > 0 else "-"] for a in arms]
+    text = "\n".join([
+        f"`{info['command']}` ({info['date']}, {info['machine']}). Zero-delay upstream, one request at a time, "
+        f"{args.requests} requests per arm ({args.tokens}-token replies), {args.long_requests} with "
+        f"{args.long_tokens} tokens for the marginal CPU of one chunk. A content chunk is a "
+        "`chat.completion.chunk` with content or a `response.output_text.delta` event (a Responses stream also "
+        "carries 9 lifecycle events per reply). CPU is the serving process's (the fake for `direct*`).", "",
+        md_table(["arm", "TTFT p50 (+ vs direct, same API)", "TTFT p99", "CPU per content chunk",
+                  "marginal CPU per extra chunk"], rows)])
+    print("\n" + text)
+    if not args.no_docs:
+        write_section("Responses API overhead", text)
+        print(f"wrote section 'Responses API overhead' of {Path('docs/benchmarks.md')}")
     print(f"total {progress.elapsed():.0f} s")
     return 0
 
 
 def run(args: argparse.Namespace, info: dict[str, Any], tmp: Path, servers: Servers, progress: Progress) -> int:
     if args.responses:
-        return run_responses(args, tmp, servers, progress)
+        return run_responses(args, info, tmp, servers, progress)
     start_servers(args, info, tmp, servers, progress)
     assert servers.fake is not None and servers.mc is not None
     fake, mc = servers.fake, servers.mc

@@ -11,6 +11,9 @@ turn (with the partial reply) exactly once. `app.api.framing` turns the events i
 The relay part forwards upstream bytes untouched and decodes only what memchat needs; each upstream read
 becomes one event (frames joined), so a chunk is forwarded the moment it arrives. The only frame
 rewritten is the first data frame, which may gain extra fields (the OpenAI surface's ``memory``).
+`Relay` reads chat-completion chunks; `app.chat.responses.ResponsesRelay` reads the Responses API's typed
+events (any `StreamRelay` will do). Bytes a relay holds back (``release``) go out after the turn is
+recorded, right before `Done`.
 """
 
 from __future__ import annotations
