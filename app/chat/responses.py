@@ -25,9 +25,11 @@ from app.chat.stream import StreamOutcome
 from app.errors import InvalidRequest
 from app.llm.sse import EventSplitter, event_data
 from app.messages import RESPONSES_ROLES
+from app.tenancy import has_control
 
 _decode = msgspec.json.Decoder().decode
 _encode = msgspec.json.Encoder().encode
+MAX_RESPONSE_ID_LENGTH = 256
 TERMINAL = frozenset({"response.completed", "response.incomplete", "response.failed"})
 
 
@@ -68,8 +70,10 @@ def parse_responses_body(raw: bytes) -> dict[str, Any]:
         value = body.get(name)
         if value is not None and not isinstance(value, kind):
             raise InvalidRequest(f"'{name}' must be {label}", param=name)
-    if body.get("previous_response_id") == "":
-        raise InvalidRequest("'previous_response_id' must not be empty", param="previous_response_id")
+    previous = body.get("previous_response_id")
+    if previous is not None and not (0 < len(previous) <= MAX_RESPONSE_ID_LENGTH and not has_control(previous)):
+        raise InvalidRequest(f"'previous_response_id' must be 1-{MAX_RESPONSE_ID_LENGTH} printable characters",
+                             param="previous_response_id")
     return body
 
 

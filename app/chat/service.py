@@ -90,7 +90,9 @@ class ChatService:
         async def retrieve() -> None:
             nonlocal retrieved
             if self.retriever is not None:
-                retrieved = await self.retriever.retrieve(principal.org_id, params.namespace, messages)
+                # A chained request carries only its new input: the query's context is the recorded turn before.
+                earlier = [{"role": role, "content": text} for role, text in slot.prefix[-2:]]
+                retrieved = await self.retriever.retrieve(principal.org_id, params.namespace, [*earlier, *messages])
 
         async def resolve() -> None:
             nonlocal slot
@@ -102,6 +104,9 @@ class ChatService:
 
         if self.retriever is None or self.retriever.known_empty(principal.org_id, params.namespace):
             await resolve()  # nothing to retrieve: no task group to pay for
+        elif previous is not None:  # the conversation first: retrieval reads the turn before
+            await resolve()
+            await retrieve()
         else:
             try:
                 async with anyio.create_task_group() as group:

@@ -139,6 +139,22 @@ def test_previous_response_id_chain_is_one_conversation(server: MemchatServer, f
     assert again.headers["x-memchat-chat-id"] == chat_id
 
 
+def test_a_chained_follow_up_retrieves_with_the_turn_before(server: MemchatServer, fake: FakeUpstream,
+                                                            namespace: str) -> None:
+    """"What about her?" alone names nobody: as on chat completions, a short message is searched together with
+    the user's previous one -- for a chain, the recorded turn its previous_response_id names."""
+    created = add_memory(server, "Ana plays the cello in the city orchestra.", namespace)
+    client = sdk(server)
+    first = client.responses.create(model="fake-gpt", input="Tell me about Ana and the orchestra.",
+                                    extra_query={"namespace": namespace})
+    follow = client.responses.create(model="fake-gpt", input="What about her?", previous_response_id=first.id,
+                                     extra_query={"namespace": namespace})
+    assert created["id"] in [r["id"] for r in follow.model_extra["memory"]["refs"]]
+    body = responses_requests(fake)[-1]["body"]
+    assert body["input"] == "What about her?" and body["previous_response_id"] == first.id
+    assert "cello" in body["instructions"]
+
+
 @pytest.mark.timeout(60)
 def test_memory_loop_closes_through_responses(server: MemchatServer, fake: FakeUpstream, namespace: str) -> None:
     """retrieve -> stream -> record -> idle commit -> retrieve, all through responses.create(stream=True)."""
@@ -239,6 +255,8 @@ def test_raw_frames_are_the_upstreams(server: MemchatServer, fake: FakeUpstream)
     (b'{"model": "m", "input": "x", "store": 1}', "store"),
     (b'{"model": "m", "input": "x", "previous_response_id": 7}', "previous_response_id"),
     (b'{"model": "m", "input": "x", "previous_response_id": ""}', "previous_response_id"),
+    (b'{"model": "m", "input": "x", "previous_response_id": "resp\\u0000"}', "previous_response_id"),
+    (b'{"model": "m", "input": "x", "previous_response_id": "' + b"r" * 300 + b'"}', "previous_response_id"),
 ])
 def test_invalid_bodies_are_400(server: MemchatServer, fake: FakeUpstream, raw: bytes, param: str | None) -> None:
     resp = httpx2.post(f"{server.openai_base_url}/responses", content=raw,
