@@ -31,6 +31,12 @@ fake and proxy share the same 2 cores).
     .venv/bin/python scripts/bench_proxy.py --quick         # short run (~2 min)
     .venv/bin/python scripts/bench_proxy.py --install-litellm   # first make /tmp/memchat-bench-litellm
     .venv/bin/python scripts/bench_proxy.py --profile       # + py-spy profile of memchat's CPU per chunk
+    .venv/bin/python scripts/bench_proxy.py --responses     # Responses API vs chat completions (phase 1, 1b)
+
+``--responses`` measures only phases 1 and 1b, over four arms in the same run: ``direct`` and
+``direct-resp`` (the fake's chat completions and its ``/v1/responses``), ``mc-empty`` and ``mc-resp``
+(memchat's chat completions and Responses API, empty namespace); TTFT is reported against the direct arm
+of the same API. The table goes to the section "Responses API overhead" of docs/benchmarks.md.
 
 LiteLLM is looked for at ``--litellm-bin``, ``$LITELLM_BIN``, ``/tmp/memchat-bench-litellm/bin/litellm``
 or on PATH; it is never installed into the project's venv. When it is missing or fails to start the
@@ -80,6 +86,7 @@ from bench_common import (  # noqa: E402
     install_litellm,
     load_now,
     machine_line,
+    md_table,
     memchat_env,
     pct,
     peak_rss_mib,
@@ -163,6 +170,7 @@ class Arm:
     api_key: str
     extra_query: dict[str, str] | None
     pid: int                      # the server process whose CPU is charged to this arm
+    api: str = "chat"             # "chat" (chat completions) | "responses" (phase 1 only)
     # phase 1 results
     ttft: list[float] = field(default_factory=list)
     gaps: list[float] = field(default_factory=list)
@@ -212,6 +220,8 @@ async def sdk_request(client: Any, arm: Arm, text: str) -> tuple[float | None, l
     times: list[float] = []
     ttft = None
     try:
+        if arm.api == "responses":
+            return await _responses_request(client, arm, text, t0)
         stream = await client.chat.completions.create(
             model=MODEL, messages=[{"role": "user", "content": text}], stream=True,
             extra_query=arm.extra_query)
@@ -226,6 +236,19 @@ async def sdk_request(client: Any, arm: Arm, text: str) -> tuple[float | None, l
     if ttft is None or len(times) < 2:
         return None, [], f"incomplete stream ({len(times)} content chunks)"
     return ttft, times, None
+
+
+async def _responses_request(client: Any, arm: Arm, text: str,
+                             t0: float) -> tuple[float | None, list[float], str | None]:
+    """``sdk_request`` for a Responses API arm: content chunks are ``response.output_text.delta`` events."""
+    times: list[float] = []
+    stream = await client.responses.create(model=MODEL, input=text, stream=True, extra_query=arm.extra_query)
+    async for event in stream:
+        if event.type == "response.output_text.delta" and event.delta:
+            times.append(time.perf_counter())
+    if len(times) < 2:
+        return None, [], f"incomplete stream ({len(times)} content chunks)"
+    return times[0] - t0, times, None
 
 
 async def phase_zero_delay(arms: list[Arm], requests: int, warmup: int, block: int, qs: Questions) -> None:
@@ -537,6 +560,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--app-ref", default=None, metavar="REF",
                    help="benchmark memchat as committed at this git ref (default: the work tree as it is)")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--responses", action="store_true",
+                   help="only phases 1 and 1b: the Responses API against chat completions, memchat and direct")
     a = p.parse_args(argv)
     q = a.quick
     a.requests = a.requests or (30 if q else 150)
@@ -695,7 +720,53 @@ def event_loop_runner() -> Any:
         return asyncio.run
 
 
+def run_responses(args: argparse.Namespace, info: dict[str, Any], tmp: Path, servers: Servers,
+                  progress: Progress) -> int:
+    """``--responses``: phases 1 and 1b over chat completions and the Responses API, direct and through
+    memchat (empty namespace), in one run; a table on stdout."""
+    fake = servers.fake = FakeUpstream("--tokens", str(args.tokens), "--no-record").start()
+    (tmp / "data").mkdir()
+    mc = servers.mc = Memchat(tmp / "data", env=memchat_env(fake.base_url, args.embedder),
+                              workers=args.workers).start()
+    arms = make_arms(fake, mc, None, with_10k=False)
+    chat_direct, chat_mc = arms
+    arms += [Arm("direct-resp", "direct to the fake, Responses API", fake.base_url, "127.0.0.1", fake.port,
+                 "/v1/responses", {}, "x", None, fake.proc.pid, api="responses"),
+             Arm("mc-resp", "memchat, empty namespace, Responses API", mc.openai_base_url, "127.0.0.1", mc.port,
+                 f"/v1/memory/responses?namespace={NS_EMPTY}", chat_mc.headers, API_KEY, {"namespace": NS_EMPTY},
+                 mc.pid, api="responses")]
+    qs = Questions(args.seed)
+    runner = event_loop_runner()
+    broken = run_phase1(args, {}, arms, fake, qs, runner, progress)
+    if broken:
+        print(f"ERROR: arms {broken} failed more than 10 % of their requests\n{mc.log_text()[-3000:]}",
+              file=sys.stderr)
+        return 1
+    if args.long_requests > 0:
+        run_phase1b(args, arms, fake, qs, runner, progress)
+    direct = {"chat": chat_direct, "responses": arms[2]}
+    rows = [[a.name, f"{as_ms(pct(a.ttft, 50))} ms (+{as_ms(pct(a.ttft, 50) - pct(direct[a.api].ttft, 50))})",
+             f"{as_ms(pct(a.ttft, 99))} ms", f"{a.cpu / max(1, a.chunks) * 1e6:.0f} µs",
+             f"{fmt(marginal_us(a), 0)} µs" if args.long_requests > 0 else "-"] for a in arms]
+    text = "\n".join([
+        f"`{info['command']}` ({info['date']}, {info['machine']}). Zero-delay upstream, one request at a time, "
+        f"{args.requests} requests per arm ({args.tokens}-token replies), {args.long_requests} with "
+        f"{args.long_tokens} tokens for the marginal CPU of one chunk. A content chunk is a "
+        "`chat.completion.chunk` with content or a `response.output_text.delta` event (a Responses stream also "
+        "carries 9 lifecycle events per reply). CPU is the serving process's (the fake for `direct*`).", "",
+        md_table(["arm", "TTFT p50 (+ vs direct, same API)", "TTFT p99", "CPU per content chunk",
+                  "marginal CPU per extra chunk"], rows)])
+    print("\n" + text)
+    if not args.no_docs:
+        write_section("Responses API overhead", text)
+        print(f"wrote section 'Responses API overhead' of {Path('docs/benchmarks.md')}")
+    print(f"total {progress.elapsed():.0f} s")
+    return 0
+
+
 def run(args: argparse.Namespace, info: dict[str, Any], tmp: Path, servers: Servers, progress: Progress) -> int:
+    if args.responses:
+        return run_responses(args, info, tmp, servers, progress)
     start_servers(args, info, tmp, servers, progress)
     assert servers.fake is not None and servers.mc is not None
     fake, mc = servers.fake, servers.mc

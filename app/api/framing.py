@@ -2,6 +2,8 @@
 `Chunk` / `Failure` / `Done` into bytes or messages.
 
 - OpenAI SSE: the upstream's own frames, an error frame on a failure, ``data: [DONE]`` at the end.
+- Responses API SSE: the upstream's own typed events (``response.created`` gains ``memory``), a
+  failure as the API's own ``error`` event; no ``[DONE]`` (the API has none).
 - Personal chat SSE (memories.ai style): ``{"token": ...}`` frames after the session and refs frames;
   every frame has ``token``, so a line-by-line client never meets a frame without one.
 - Websocket JSON: ``token`` messages; the session decides what follows ``Done``.
@@ -14,6 +16,7 @@ from typing import Any
 from urllib.parse import quote
 
 from app.api.wire import memory_refs
+from app.chat.responses import ResponsesRelay, error_event
 from app.chat.service import PreparedChat
 from app.chat.stream import ChatStream, Chunk, Done, Failure
 from app.llm.sse import DONE_FRAME, data_frame
@@ -46,6 +49,16 @@ async def openai_frames(stream: ChatStream) -> AsyncIterator[bytes]:
         elif type(event) is Failure:
             yield data_frame({"error": event.error})
     yield DONE_FRAME
+
+
+async def responses_frames(stream: ChatStream) -> AsyncIterator[bytes]:
+    """Responses-API SSE bytes: the upstream's events as they come, an ``error`` event on a failure."""
+    async for event in stream:
+        if type(event) is Chunk:
+            yield event.raw
+        elif type(event) is Failure:
+            relay = stream.relay
+            yield error_event(event.error, relay.next_sequence if isinstance(relay, ResponsesRelay) else 0)
 
 
 def thinkings(chat: PreparedChat) -> list[str]:

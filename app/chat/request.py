@@ -83,8 +83,8 @@ def _check_message(index: int, message: Any) -> None:
     raise InvalidRequest(f"'{where}.content' must be a string or an array of parts", param=f"{where}.content")
 
 
-def parse_openai_body(raw: bytes) -> dict[str, Any]:
-    """Decode and check a Chat Completions body; returns it unchanged (every field is forwarded)."""
+def decode_model_body(raw: bytes) -> dict[str, Any]:
+    """Decode an OpenAI request body: a JSON object with a non-empty ``model`` (any API)."""
     if not raw.strip():
         raise InvalidRequest("The request body is empty; expected a JSON object", code="invalid_json")
     try:
@@ -96,6 +96,12 @@ def parse_openai_body(raw: bytes) -> dict[str, Any]:
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise InvalidRequest("'model' is required and must be a non-empty string", param="model")
+    return body
+
+
+def parse_openai_body(raw: bytes) -> dict[str, Any]:
+    """Decode and check a Chat Completions body; returns it unchanged (every field is forwarded)."""
+    body = decode_model_body(raw)
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise InvalidRequest("'messages' is required and must be a non-empty array", param="messages")

@@ -18,11 +18,12 @@ import msgspec
 
 from app.auth import Principal
 from app.chat.request import ChatParams
+from app.chat.responses import ResponsesRelay, inject_instructions
 from app.chat.stream import ChatStream, StreamOutcome
 from app.errors import NotFound
 from app.llm.backend import ChatBackend, ChatContext
 from app.memory.retrieval import Retrieved
-from app.messages import completion_text
+from app.messages import completion_text, response_output_text, responses_input_messages
 from app.turns.conversations import ChatSlot, Conversations, TurnOutcome
 from app.turns.turnlog import TurnRecord
 
@@ -46,6 +47,7 @@ class PreparedChat(msgspec.Struct):
     slot: ChatSlot
     retrieved: Retrieved
     surface: str = "openai"
+    api: str = "chat"               # "chat" (chat completions) | "responses" (the Responses API)
 
     @property
     def chat_id(self) -> str:
@@ -91,26 +93,38 @@ class ChatService:
         self.default_model = default_model
 
     async def prepare(self, principal: Principal, params: ChatParams, body: dict[str, Any], *,
-                      surface: str = "openai") -> PreparedChat:
-        """Retrieve memories and find the conversation (side by side), then build the upstream body."""
-        messages: list[dict[str, Any]] = body["messages"]
+                      surface: str = "openai", api: str = "chat") -> PreparedChat:
+        """Retrieve memories and find the conversation (side by side), then build the upstream body.
+        ``api="responses"``: a Responses API body -- its input items stand for the messages, a
+        ``previous_response_id`` names the conversation, the memory section goes into ``instructions``."""
+        responses = api == "responses"
+        messages: list[dict[str, Any]] = responses_input_messages(body.get("input")) if responses else body["messages"]
+        previous = body.get("previous_response_id") if responses and params.chat_id is None else None
         retrieved = Retrieved()
         slot = ChatSlot(chat_id=params.chat_id or str(uuid.uuid4()))
 
         async def retrieve() -> None:
             nonlocal retrieved
             if self.retriever is not None:
-                retrieved = await self.retriever.retrieve(principal.org_id, params.namespace, messages,
+                # A chained request carries only its new input: the query's context is the recorded turn before.
+                earlier = [{"role": role, "content": text} for role, text in slot.prefix[-2:]]
+                retrieved = await self.retriever.retrieve(principal.org_id, params.namespace, [*earlier, *messages],
                                                           include_shared=params.include_shared)
 
         async def resolve() -> None:
             nonlocal slot
+            if previous is not None:  # an unknown id (made elsewhere, or another tenant's): a new conversation
+                slot = await self.conversations.resolve_followup(principal.org_id, params.namespace, previous) or slot
+                return
             slot = await self.conversations.resolve_chat(principal.org_id, params.namespace, params.chat_id,
                                                          messages)
 
         if self.retriever is None or self.retriever.known_empty(principal.org_id, params.namespace,
                                                                 include_shared=params.include_shared):
             await resolve()  # nothing to retrieve: no task group to pay for
+        elif previous is not None:  # the conversation first: retrieval reads the turn before
+            await resolve()
+            await retrieve()
         else:
             try:
                 async with anyio.create_task_group() as group:
@@ -120,9 +134,10 @@ class ChatService:
                 raise group_error.exceptions[0] from None
         upstream_body = body
         if retrieved.section:
-            upstream_body = {**body, "messages": inject_section(messages, retrieved.section)}
+            upstream_body = (inject_instructions(body, retrieved.section) if responses
+                             else {**body, "messages": inject_section(messages, retrieved.section)})
         return PreparedChat(principal=principal, params=params, body=upstream_body, client_messages=messages,
-                            slot=slot, retrieved=retrieved, surface=surface)
+                            slot=slot, retrieved=retrieved, surface=surface, api=api)
 
     async def prepare_followup(self, principal: Principal, namespace: str, chat_id: str | None, prompt: str, *,
                                surface: str, stream: bool, commit_after: int | None = None,
@@ -167,18 +182,28 @@ class ChatService:
     async def open_stream(self, chat: PreparedChat, *, first_chunk_fields: dict[str, Any] | None = None) -> ChatStream:
         """Open the upstream stream (errors before the first byte raise here, as HTTP errors). The caller
         must enter the returned stream (``async with``) before it sends anything."""
+        if chat.api == "responses":  # ``first_chunk_fields`` go into the ``response`` of ``response.created``
+            upstream = await self.backend.open_responses_stream(chat.body, self._context(chat))
+            return ChatStream(upstream, lambda outcome: self._record(chat, outcome),
+                              relay=ResponsesRelay(first_chunk_fields))
         upstream = await self.backend.open_stream(chat.body, self._context(chat))
         return ChatStream(upstream, lambda outcome: self._record(chat, outcome), first_chunk_fields=first_chunk_fields)
 
     async def complete(self, chat: PreparedChat) -> Completion:
-        response = await self.backend.complete_json(chat.body, self._context(chat))
         outcome = StreamOutcome(completed=True)
-        text = completion_text(response)
+        if chat.api == "responses":
+            response = await self.backend.responses_json(chat.body, self._context(chat))
+            text = response_output_text(response)
+            outcome.response_id = response.get("id") if isinstance(response.get("id"), str) else None
+            outcome.finish_reason = response.get("status") if isinstance(response.get("status"), str) else None
+        else:
+            response = await self.backend.complete_json(chat.body, self._context(chat))
+            text = completion_text(response)
+            choices = response.get("choices")
+            if isinstance(choices, list) and choices and isinstance(choices[0], dict):
+                outcome.finish_reason = choices[0].get("finish_reason")
         if text is not None:
             outcome.text_parts.append(text)
-        choices = response.get("choices")
-        if isinstance(choices, list) and choices and isinstance(choices[0], dict):
-            outcome.finish_reason = choices[0].get("finish_reason")
         with anyio.CancelScope(shield=True):
             await self._record(chat, outcome)
         return Completion(response=response, text=text or "")
@@ -188,7 +213,7 @@ class ChatService:
         await self.conversations.record(
             chat.principal.org_id, chat.params.namespace, chat.slot, chat.client_messages,
             TurnOutcome(reply=outcome.text, completed=outcome.completed, model=model if isinstance(model, str) else None,
-                        surface=chat.surface, commit_after=chat.params.commit_after))
+                        surface=chat.surface, commit_after=chat.params.commit_after, turn_id=outcome.response_id))
 
     async def transcript(self, principal: Principal, namespace: str, chat_id: str) -> list[TurnRecord]:
         """A conversation's turns, oldest first (``[]`` when unknown)."""

@@ -11,13 +11,16 @@ turn (with the partial reply) exactly once. `app.api.framing` turns the events i
 The relay part forwards upstream bytes untouched and decodes only what memchat needs; each upstream read
 becomes one event (frames joined), so a chunk is forwarded the moment it arrives. The only frame
 rewritten is the first data frame, which may gain extra fields (the OpenAI surface's ``memory``).
+`Relay` reads chat-completion chunks; `app.chat.responses.ResponsesRelay` reads the Responses API's typed
+events (any `StreamRelay` will do). Bytes a relay holds back (``release``) go out after the turn is
+recorded, right before `Done`.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 import msgspec
@@ -61,6 +64,7 @@ class StreamOutcome(msgspec.Struct):
     usage: dict[str, Any] | None = None
     error: dict[str, Any] | None = None
     completed: bool = False
+    response_id: str | None = None  # the Responses API's response id (recorded as the turn's id)
 
     @property
     def text(self) -> str:
@@ -87,6 +91,21 @@ class Done(msgspec.Struct, frozen=True):
 
 
 StreamEvent = Chunk | Failure | Done
+
+
+class StreamRelay(Protocol):
+    """What `ChatStream` needs of a relay: `Relay` (chat completions) or `app.chat.responses.ResponsesRelay`."""
+
+    outcome: StreamOutcome
+
+    @property
+    def ended_cleanly(self) -> bool: ...
+
+    def feed(self, raw: bytes) -> tuple[bytes, str]: ...
+
+    def release(self) -> bytes:
+        """Bytes held back until the turn is recorded (sent right before `Done`)."""
+        ...
 
 
 class Relay:
@@ -118,6 +137,9 @@ class Relay:
     def ended_cleanly(self) -> bool:
         return self.saw_done or self.outcome.finish_reason is not None or self.outcome.error is not None
 
+    def release(self) -> bytes:
+        return b""  # the surface frames its own ``[DONE]`` after `Done`
+
     def _handle_data(self, data: bytes, out: list[bytes], deltas: list[str]) -> None:
         try:
             chunk = _decode_chunk(data)
@@ -147,16 +169,20 @@ class ChatStream:
     """The open upstream response of one chat request; see the module docstring for the protocol."""
 
     def __init__(self, upstream: ByteStream, on_finish: Callable[[StreamOutcome], Awaitable[None]], *,
-                 first_chunk_fields: dict[str, Any] | None = None) -> None:
+                 first_chunk_fields: dict[str, Any] | None = None, relay: StreamRelay | None = None) -> None:
         self._upstream = upstream
         self._on_finish = on_finish
-        self._relay = Relay(first_chunk_fields)
+        self._relay: StreamRelay = relay if relay is not None else Relay(first_chunk_fields)
         self._events = self._run()
         self._finished = False
 
     @property
     def outcome(self) -> StreamOutcome:
         return self._relay.outcome
+
+    @property
+    def relay(self) -> StreamRelay:
+        return self._relay
 
     async def __aenter__(self) -> ChatStream:
         return self
@@ -201,4 +227,7 @@ class ChatStream:
             yield Failure(relay.outcome.error)
         relay.outcome.completed = relay.outcome.error is None
         await self._finish()
+        held = relay.release()
+        if held:
+            yield Chunk(held, "")
         yield Done(relay.outcome)

@@ -15,8 +15,9 @@ import anyio
 import msgspec
 
 from app.llm.backend import ChatContext
+from app.llm.offline_responses import response_frames, response_object
 from app.llm.sse import DONE_FRAME, data_frame
-from app.messages import last_user_text
+from app.messages import last_user_text, responses_input_messages
 
 OFFLINE_MODEL = "memchat-offline"
 _encode = msgspec.json.Encoder().encode
@@ -113,6 +114,14 @@ class OfflineResponder:
             }],
             "usage": self._usage(body, reply),
         }
+
+    async def open_responses_stream(self, body: dict[str, Any], context: ChatContext | None = None) -> _OfflineStream:
+        reply = offline_reply({"messages": responses_input_messages(body.get("input"))}, context)
+        return _OfflineStream(response_frames(body, _tokens(reply), OFFLINE_MODEL), self._token_delay)
+
+    async def responses_json(self, body: dict[str, Any], context: ChatContext | None = None) -> dict[str, Any]:
+        reply = offline_reply({"messages": responses_input_messages(body.get("input"))}, context)
+        return response_object(body, reply, OFFLINE_MODEL)
 
     async def models(self) -> bytes:
         return _encode({

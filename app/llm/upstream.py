@@ -62,6 +62,28 @@ def status_error(status: int, raw: bytes) -> UpstreamError:
     return _mapped_status(status, message, body)
 
 
+def _json_object(raw: bytes) -> dict[str, Any]:
+    try:
+        decoded = msgspec.json.decode(raw)
+    except msgspec.DecodeError as exc:
+        raise UpstreamError("upstream returned invalid JSON") from exc
+    if not isinstance(decoded, dict):
+        raise UpstreamError("upstream returned an unexpected JSON value")
+    return decoded
+
+
+def responses_unsupported(exc: UpstreamError) -> UpstreamError:
+    """An upstream that does not serve ``POST /responses`` answers 404 (or 405) without an error code --
+    unlike a 404 about the request itself (``model_not_found``), which is passed through. That is
+    memchat's upstream failing: a 502 carrying the upstream's status and message."""
+    body = exc.body if isinstance(exc.body, dict) else {}
+    if exc.status_code not in (404, 405) or body.get("code"):
+        return exc
+    message = body.get("message") if isinstance(body.get("message"), str) else exc.message
+    return UpstreamError(f"the upstream does not serve the Responses API (POST /responses answered "
+                         f"{exc.status_code}): {message}", status_code=502, code="responses_unsupported")
+
+
 class UpstreamStream:
     """An open upstream SSE response. Iterate raw bytes; always ``aclose()`` (idempotent, shielded)."""
 
@@ -118,6 +140,7 @@ class UpstreamClient:
         )
 
         self._chat_url = str(self.sdk.base_url).rstrip("/") + "/chat/completions"
+        self._responses_url = str(self.sdk.base_url).rstrip("/") + "/responses"
         self._headers = self._sdk_headers(timeout)
         self._stream_headers = {**self._headers, "Accept-Encoding": "identity"}  # SSE must not be compressed
 
@@ -130,10 +153,12 @@ class UpstreamClient:
             headers["X-Stainless-Read-Timeout"] = str(timeout.read)
         return headers
 
-    async def _send(self, body: dict[str, Any], *, stream: bool, stream_reply: bool = False) -> httpx2.Response:
-        """POST the chat body; returns a 2xx response (streamed or read) or raises ``UpstreamError``."""
+    async def _send(self, body: dict[str, Any], *, stream: bool, stream_reply: bool = False,
+                    url: str | None = None) -> httpx2.Response:
+        """POST the body (to chat completions unless ``url``); returns a 2xx response (streamed or read) or
+        raises ``UpstreamError``."""
         headers = self._stream_headers if stream_reply else self._headers
-        request = self._http.build_request("POST", self._chat_url, content=_encode(body), headers=headers)
+        request = self._http.build_request("POST", url or self._chat_url, content=_encode(body), headers=headers)
         try:
             response = await self._http.send(request, stream=stream)
         except (httpx2.HTTPError, httpx2.StreamError, OSError) as exc:
@@ -153,9 +178,9 @@ class UpstreamClient:
         """Start a streaming completion; raises ``UpstreamError`` before any byte if the upstream refuses."""
         return UpstreamStream(await self._send(body, stream=True, stream_reply=True))
 
-    async def complete(self, body: dict[str, Any]) -> bytes:
+    async def complete(self, body: dict[str, Any], *, url: str | None = None) -> bytes:
         """Non-streaming completion; returns the upstream's JSON bytes."""
-        response = await self._send(body, stream=True)
+        response = await self._send(body, stream=True, url=url)
         try:
             return await response.aread()
         except (httpx2.HTTPError, httpx2.StreamError, OSError) as exc:
@@ -165,14 +190,21 @@ class UpstreamClient:
                 await response.aclose()
 
     async def complete_json(self, body: dict[str, Any], context: ChatContext | None = None) -> dict[str, Any]:
-        raw = await self.complete(body)
+        return _json_object(await self.complete(body))
+
+    async def open_responses_stream(self, body: dict[str, Any], context: ChatContext | None = None) -> UpstreamStream:
+        """``POST /responses`` with ``stream: true``; raises ``UpstreamError`` before any byte if refused."""
         try:
-            decoded = msgspec.json.decode(raw)
-        except msgspec.DecodeError as exc:
-            raise UpstreamError("upstream returned invalid JSON") from exc
-        if not isinstance(decoded, dict):
-            raise UpstreamError("upstream returned an unexpected JSON value")
-        return decoded
+            return UpstreamStream(await self._send(body, stream=True, stream_reply=True, url=self._responses_url))
+        except UpstreamError as exc:
+            raise responses_unsupported(exc) from exc
+
+    async def responses_json(self, body: dict[str, Any], context: ChatContext | None = None) -> dict[str, Any]:
+        """``POST /responses`` without streaming; returns the upstream's response object."""
+        try:
+            return _json_object(await self.complete(body, url=self._responses_url))
+        except UpstreamError as exc:
+            raise responses_unsupported(exc) from exc
 
     async def models(self) -> bytes:
         try:

@@ -11,6 +11,8 @@ Which conversation does a request belong to? (README, "Conversations")
   second copy. A lone first message identical to a one-turn conversation of the last hour (recorded by
   this process) is a regenerate too.
   Anything else starts a new conversation.
+- Responses API: a request with ``previous_response_id`` follows the turn whose id is that response id
+  (``resolve_followup``); without one, the rule above runs on its input items.
 - Only user and assistant text takes part: system/developer/tool messages and memchat's own injected
   memory section never do. Whitespace is normalised. Scope: org + namespace.
 """
@@ -74,6 +76,9 @@ class ChatSlot(msgspec.Struct, frozen=True):
     seq: int = 1
     prefix_hash: str = ""
     is_new: bool = True
+    # The dialog before this turn when the request does not carry it (a ``previous_response_id`` chain):
+    # the recorded transcript then covers the whole conversation, as for a client that resends it.
+    prefix: tuple[tuple[str, str], ...] = ()
 
 
 class TurnOutcome(msgspec.Struct, frozen=True, kw_only=True):
@@ -84,6 +89,7 @@ class TurnOutcome(msgspec.Struct, frozen=True, kw_only=True):
     model: str | None = None
     surface: str = "openai"
     commit_after: int | None = None
+    turn_id: str | None = None  # the turn's id when the surface has one (the Responses API's response id)
 
 
 class Conversations:
@@ -151,11 +157,31 @@ class Conversations:
                 return ChatSlot(chat_id=first[0], seq=1, prefix_hash=prefix_hash, is_new=False)
         return ChatSlot(chat_id=str(uuid.uuid4()), seq=1, prefix_hash=prefix_hash, is_new=True)
 
+    async def resolve_followup(self, org_id: str, namespace: str, turn_id: str) -> ChatSlot | None:
+        """The slot after the turn ``turn_id`` (a Responses API ``previous_response_id``: the response ids
+        of that surface are its turn ids); None when this tenant has no such turn."""
+        turn = await self.turnlog.find_turn(org_id, namespace, turn_id)
+        if turn is None:
+            return None
+        prefix: Dialog = []
+        for earlier in await self.turnlog.chat_turns(org_id, namespace, turn.chat_id):
+            if earlier.seq >= turn.seq:
+                earlier = turn  # the turn named, even when a regenerate has replaced it since
+            prefix += [(role, " ".join(text.split())) for role, text in (("user", earlier.user),
+                                                                          ("assistant", earlier.assistant))
+                       if text.strip()]
+            if earlier is turn:
+                break
+        return ChatSlot(chat_id=turn.chat_id, seq=turn.seq + 1, prefix_hash=transcript_hash(prefix), is_new=False,
+                        prefix=tuple(prefix))
+
     async def record(self, org_id: str, namespace: str, slot: ChatSlot, messages: Sequence[dict[str, Any]],
                      outcome: TurnOutcome) -> TurnRecord | None:
         """Append the turn (the last user message and the reply, partial or not); None when there was
         neither."""
         prefix, user = split_request(messages)
+        if not prefix and slot.prefix:
+            prefix = list(slot.prefix)
         assistant = outcome.reply
         if not user and not assistant:
             return None
@@ -163,7 +189,7 @@ class Conversations:
         full = [*prefix, *([("user", " ".join(user.split()))] if user else []),
                 *([("assistant", " ".join(assistant.split()))] if assistant.strip() else [])]
         record = TurnRecord(
-            turn_id=str(uuid.uuid4()),
+            turn_id=outcome.turn_id or str(uuid.uuid4()),
             chat_id=slot.chat_id,
             org_id=org_id,
             namespace=namespace,

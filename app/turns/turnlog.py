@@ -79,7 +79,7 @@ class TurnRecord(msgspec.Struct, frozen=True, kw_only=True):
     assistant: str
     status: str                 # complete | partial | error
     model: str | None
-    surface: str                # openai | personal | ws
+    surface: str                # openai | responses | personal | ws
     commit_after: int
     prefix_hash: str
     transcript_hash: str
@@ -361,6 +361,12 @@ class TurnLog:
             return None
         return max(rows, key=lambda r: (r.created_at, r.turn_id))
 
+    async def find_turn(self, org_id: str, namespace: str, turn_id: str) -> TurnRecord | None:
+        rows = await self._query(
+            F.and_(F.tenant_filter(org_id, namespace), f"turn_id = {F.sql_str(turn_id)}"),
+            lambda r: (r.turn_id, r.org_id, r.namespace) == (turn_id, org_id, namespace))
+        return rows[0] if rows else None
+
     async def activity_since(self, since: datetime | None = None) -> list[TurnRecord]:
         """Every turn (optionally newer than ``since``): used at start-up to find uncommitted work."""
         where = f"created_at >= {F.sql_timestamp(since)}" if since else "seq >= 0"
@@ -387,7 +393,8 @@ class TurnLog:
 
     async def maintain(self) -> None:
         """Index the lookup columns and compact the small versions group commit leaves behind."""
-        await tables.ensure_btree(self._table, ("tenant", "chat_id", "transcript_hash", "created_at"), what=TURNS)
+        await tables.ensure_btree(self._table, ("tenant", "chat_id", "transcript_hash", "turn_id", "created_at"),
+                                  what=TURNS)
         if await self._table.count_rows() > 0:
             from lancedb.index import Bitmap
 

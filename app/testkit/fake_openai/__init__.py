@@ -19,12 +19,14 @@ that object -- there is no module-level mutable state.
 
 Modules: ``config`` (defaults, overrides, faults, validation), ``state`` (rules,
 records, stream counters), ``io`` (ASGI plumbing), ``text`` (tokeniser),
-``chat`` (completions, non-streaming), ``streaming``, ``embeddings`` (and
+``chat`` (completions, non-streaming), ``streaming``, ``responses``, ``embeddings`` (and
 models), ``app`` (routing, control API), ``cli`` (uvicorn entry).
 
 API endpoints (also reachable without the ``/v1`` prefix):
 
 * ``POST /v1/chat/completions`` -- stream true/false, tools, stream_options.
+* ``POST /v1/responses``        -- the Responses API, typed SSE events (``responses.py``); 404 when the
+  config key ``responses_api`` is false (``--no-responses-api``).
 * ``POST /v1/embeddings``       -- deterministic hashed bag-of-words vectors.
 * ``GET  /v1/models``, ``GET /v1/models/{id}``.
 

@@ -15,6 +15,7 @@ from . import io
 from .chat import handle_chat
 from .config import CONFIG_KEYS, ApiError, FakeConfig, bad, validate_overrides
 from .embeddings import handle_embeddings, handle_models
+from .responses import handle_responses
 from .state import FakeState
 
 log = logging.getLogger("memchat.testkit.fake_openai")
@@ -80,13 +81,15 @@ class FakeOpenAI(FakeState):
         self.record_request(scope, path, method, body)
 
         api_path = path[3:] if path.startswith("/v1/") else path
-        if api_path in ("/chat/completions", "/embeddings"):
+        if api_path in ("/chat/completions", "/embeddings", "/responses"):
             if method != "POST":
                 raise ApiError(405, f"Method {method} not allowed for {path}")
             if parse_error is not None or not raw:
                 raise bad(f"We could not parse the JSON body of your request. ({parse_error or 'empty body'})")
             if api_path == "/chat/completions":
                 await handle_chat(self, body, path, receive, send)
+            elif api_path == "/responses":
+                await handle_responses(self, body, path, receive, send)
             else:
                 await handle_embeddings(self, body, receive, send)
         elif (api_path == "/models" or api_path.startswith("/models/")) and method == "GET":

@@ -32,6 +32,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--token-delay", type=float, default=None, metavar="S")
     p.add_argument("--tokens", type=int, default=None, metavar="N", help="repeat/trim replies to exactly N tokens")
     p.add_argument("--embedding-dim", type=int, default=256)
+    p.add_argument("--no-responses-api", action="store_true", help="answer /v1/responses with 404")
     p.add_argument("--max-records", type=int, default=10000, help="keep at most N request/stream records")
     p.add_argument("--no-record", action="store_true", help="do not record requests (benchmarks)")
     p.add_argument("--log-level", default="warning")
@@ -58,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         first_token_delay=args.first_token_delay,
         token_delay=args.token_delay,
         embedding_dim=args.embedding_dim,
+        responses_api=not args.no_responses_api,
         record_requests=not args.no_record,
         max_records=args.max_records,
     )

@@ -16,7 +16,7 @@ import msgspec
 
 OVERRIDE_KEYS = ("reply", "tokens", "first_token_delay", "token_delay", "tool_call", "fault")
 RULE_KEYS = OVERRIDE_KEYS + ("match", "times", "endpoint")
-CONFIG_KEYS = OVERRIDE_KEYS + ("embedding_dim",)
+CONFIG_KEYS = OVERRIDE_KEYS + ("embedding_dim", "responses_api")
 FAULT_KEYS = (
     "status", "message", "type", "code", "param", "retry_after", "drop_after", "end_after", "stall", "stall_after",
 )
@@ -46,6 +46,7 @@ class FakeConfig:
     tool_call: dict[str, Any] | None = None
     fault: dict[str, Any] | None = None
     embedding_dim: int = 256
+    responses_api: bool = True  # False: ``/v1/responses`` is a 404, like an upstream without the endpoint
     record_requests: bool = True
     max_records: int = 10000
 
@@ -172,8 +173,11 @@ def _check_scalar(k: str, v: Any, where: str) -> None:
         if v is not None and not (is_int(v) and v >= 1):
             raise bad(f"{where}.times must be a positive int or null")
     elif k == "endpoint":
-        if v not in ("chat", "embeddings", "any"):
-            raise bad(f"{where}.endpoint must be 'chat', 'embeddings' or 'any'")
+        if v not in ("chat", "responses", "embeddings", "any"):
+            raise bad(f"{where}.endpoint must be 'chat', 'responses', 'embeddings' or 'any'")
+    elif k == "responses_api":
+        if not isinstance(v, bool):
+            raise bad(f"{where}.responses_api must be a boolean")
     elif k == "embedding_dim":
         if not (is_int(v) and 1 <= v <= 65536):
             raise bad(f"{where}.embedding_dim must be an int in 1..65536")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from app.messages import completion_text, last_user_text, message_text
+from app.messages import (completion_text, last_user_text, message_text, response_output_text,
+                          responses_input_messages)
 
 
 @pytest.mark.parametrize(("message", "text"), [
@@ -46,3 +47,31 @@ def test_last_user_text() -> None:
 ])
 def test_completion_text(response, text: str | None) -> None:
     assert completion_text(response) == text
+
+
+def test_input_string_and_items() -> None:
+    assert responses_input_messages("hi") == [{"role": "user", "content": "hi"}]
+    items = [
+        {"role": "developer", "content": "Be brief."},
+        {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "a"},
+                                                         {"type": "input_image", "image_url": "u"},
+                                                         {"type": "input_text", "text": "b"}]},
+        {"type": "function_call", "call_id": "c", "name": "f", "arguments": "{}"},
+        {"type": "function_call_output", "call_id": "c", "output": "{}"},
+        {"role": "assistant", "content": [{"type": "output_text", "text": "ok"}]},
+        {"role": "user", "content": None},
+        "junk",
+    ]
+    assert responses_input_messages(items) == [
+        {"role": "developer", "content": "Be brief."}, {"role": "user", "content": "a b"},
+        {"role": "assistant", "content": "ok"}, {"role": "user", "content": ""}]
+    assert responses_input_messages(None) == [] and responses_input_messages(5) == []
+
+
+def test_output_text() -> None:
+    response = {"output": [
+        {"type": "reasoning", "summary": []},
+        {"type": "message", "content": [{"type": "output_text", "text": "Hel"}, {"type": "refusal", "refusal": "x"},
+                                         {"type": "output_text", "text": "lo"}]}]}
+    assert response_output_text(response) == "Hello"
+    assert response_output_text({"output": []}) is None and response_output_text([]) is None

@@ -208,3 +208,24 @@ async def test_a_forgotten_conversation_is_not_continued(conv: Conversations, tu
     cont = await conv.resolve_chat("org1", "ns", None, [u("I live in Lyon."), a("Nice."), u("And you?")])
     lone = await conv.resolve_chat("org1", "ns", None, [u("I live in Lyon.")])
     assert cont.chat_id != slot.chat_id and lone.chat_id != slot.chat_id
+
+
+async def test_a_response_id_names_its_turn_and_the_next_one_follows_it(conv: Conversations) -> None:
+    """The Responses API: the turn id is the response id; ``previous_response_id`` continues after it."""
+    slot = await conv.resolve_chat("org1", "ns", None, [u("I like tea")])
+    first = await conv.record("org1", "ns", slot, [u("I like tea")],
+                              TurnOutcome(reply="ok", completed=True, turn_id="resp_1"))
+    assert first is not None and first.turn_id == "resp_1"
+    follow = await conv.resolve_followup("org1", "ns", "resp_1")
+    assert follow is not None and (follow.chat_id, follow.seq, follow.is_new) == (slot.chat_id, 2, False)
+    assert await conv.resolve_followup("org2", "ns", "resp_1") is None
+    assert await conv.resolve_followup("org1", "other", "resp_1") is None
+    assert await conv.resolve_followup("org1", "ns", "resp_unknown") is None
+    # the chained turn records the whole conversation: a client resending it as messages continues it
+    second = await conv.record("org1", "ns", follow, [u("and coffee")],
+                               TurnOutcome(reply="noted", completed=True, turn_id="resp_2"))
+    assert second is not None and second.seq == 2 and second.prefix_hash == first.transcript_hash
+    resent = await conv.resolve_chat("org1", "ns", None, [u("I like tea"), a("ok"), u("and coffee"), a("noted"),
+                                                          u("what else?")])
+    assert (resent.chat_id, resent.seq) == (slot.chat_id, 3)
+    assert (await conv.resolve_followup("org1", "ns", "resp_2")).seq == 3  # type: ignore[union-attr]
