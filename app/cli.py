@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -17,16 +18,38 @@ def _keyring(data_dir: Path) -> KeyRing:
     return KeyRing(data_dir / "keys.json", settings.auth.static_keys)
 
 
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # app.obs.metrics.MULTIPROC_ENV (not imported: keeps the CLI light)
+
+
+def _metrics_dir(data_dir: Path, workers: int) -> None:
+    """Several workers share their metrics through files in a fresh directory under the data dir
+    (prometheus_client's multiprocess mode); one worker keeps them in memory."""
+    if workers <= 1:
+        os.environ.pop(MULTIPROC_ENV, None)
+        return
+    path = data_dir / "prometheus-multiproc"
+    shutil.rmtree(path, ignore_errors=True)  # the last run's values (and dead workers') are not this run's
+    path.mkdir(parents=True)
+    os.environ[MULTIPROC_ENV] = str(path.resolve())
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from app.obs.logs import configure_logging
+
     os.environ["MEMCHAT_DATA_DIR"] = str(args.data_dir)
+    os.environ["MEMCHAT_LOG_LEVEL"] = args.log_level
+    if args.access_log is not None:
+        os.environ["MEMCHAT_ACCESS_LOG"] = "true" if args.access_log else "false"
     try:
         settings = Settings.from_env()
     except ConfigError as exc:
         print(f"memchat: configuration error: {exc}", file=sys.stderr)
         return 2
+    configure_logging(settings.server.log_format, settings.server.log_level)
     args.data_dir.mkdir(parents=True, exist_ok=True)
+    _metrics_dir(args.data_dir, args.workers)
     keyring = KeyRing(args.data_dir / "keys.json", settings.auth.static_keys)
     if keyring.empty and settings.auth.create_key_if_none:
         key, record = keyring.create("default")
@@ -46,8 +69,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         port=args.port,
         workers=args.workers,
         log_level=args.log_level,
+        log_config=None,     # memchat's own format (app.obs.logs), set up in every worker
         timeout_graceful_shutdown=10,
-        access_log=args.access_log,
+        access_log=False,    # replaced by memchat.access (app.api.observe)
     )
     return 0
 
@@ -224,8 +248,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=int(env.get("MEMCHAT_PORT", "8000")))
     serve.add_argument("--data-dir", type=Path, default=Path(env.get("MEMCHAT_DATA_DIR", "data")))
     serve.add_argument("--workers", type=int, default=int(env.get("MEMCHAT_WORKERS", "1")))
-    serve.add_argument("--log-level", default="info")
-    serve.add_argument("--access-log", action="store_true", help="log every request")
+    serve.add_argument("--log-level", default=env.get("MEMCHAT_LOG_LEVEL", "info"),
+                       choices=["critical", "error", "warning", "info", "debug", "trace"],
+                       help="memchat's and uvicorn's log level (the access log is at info)")
+    serve.add_argument("--access-log", action=argparse.BooleanOptionalAction, default=None,
+                       help="one memchat.access line per request (default: on; $MEMCHAT_ACCESS_LOG)")
     serve.set_defaults(func=cmd_serve)
 
     keys = sub.add_parser("keys", help="manage API keys")
