@@ -125,3 +125,19 @@ async def test_store_calls_are_timed_only_with_metrics() -> None:
     assert await Store(metrics).search(2) == 4 and await Store(None).search(3) == 6
     assert metrics.registry.get_sample_value("memchat_store_call_duration_seconds_count",
                                              {"op": "memory_search"}) == 1
+
+
+def test_dead_workers_live_gauges_are_dropped(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import os
+    import subprocess
+    import sys
+
+    from app.obs.metrics import _forget_dead_workers
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = int(gone.stdout)
+    for name in (f"gauge_livesum_{dead}.db", f"gauge_livesum_{os.getpid()}.db", f"counter_{dead}.db"):
+        (tmp_path / name).write_bytes(b"")
+    _forget_dead_workers(str(tmp_path))
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([f"gauge_livesum_{os.getpid()}.db",
+                                                                 f"counter_{dead}.db"])  # counters stay
