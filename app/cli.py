@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -17,16 +18,38 @@ def _keyring(data_dir: Path) -> KeyRing:
     return KeyRing(data_dir / "keys.json", settings.auth.static_keys)
 
 
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # app.obs.metrics.MULTIPROC_ENV (not imported: keeps the CLI light)
+
+
+def _metrics_dir(data_dir: Path, workers: int) -> None:
+    """Several workers share their metrics through files in a fresh directory under the data dir
+    (prometheus_client's multiprocess mode); one worker keeps them in memory."""
+    if workers <= 1:
+        os.environ.pop(MULTIPROC_ENV, None)
+        return
+    path = data_dir / "prometheus-multiproc"
+    shutil.rmtree(path, ignore_errors=True)  # the last run's values (and dead workers') are not this run's
+    path.mkdir(parents=True)
+    os.environ[MULTIPROC_ENV] = str(path.resolve())
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from app.obs.logs import configure_logging
+
     os.environ["MEMCHAT_DATA_DIR"] = str(args.data_dir)
+    os.environ["MEMCHAT_LOG_LEVEL"] = args.log_level
+    if args.access_log is not None:
+        os.environ["MEMCHAT_ACCESS_LOG"] = "true" if args.access_log else "false"
     try:
         settings = Settings.from_env()
     except ConfigError as exc:
         print(f"memchat: configuration error: {exc}", file=sys.stderr)
         return 2
+    configure_logging(settings.server.log_format, settings.server.log_level)
     args.data_dir.mkdir(parents=True, exist_ok=True)
+    _metrics_dir(args.data_dir, args.workers)
     keyring = KeyRing(args.data_dir / "keys.json", settings.auth.static_keys)
     if keyring.empty and settings.auth.create_key_if_none:
         key, record = keyring.create("default")
@@ -46,8 +69,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         port=args.port,
         workers=args.workers,
         log_level=args.log_level,
+        log_config=None,     # memchat's own format (app.obs.logs), set up in every worker
         timeout_graceful_shutdown=10,
-        access_log=args.access_log,
+        access_log=False,    # replaced by memchat.access (app.api.observe)
     )
     return 0
 
@@ -102,14 +126,11 @@ def _check(resp) -> dict:
     return resp.json()
 
 
-def _progress(label: str, done: int, total: int | None, end: bool = False) -> None:
-    if total:
-        width = 30
-        filled = min(width, width * done // total)
-        text = f"\r{label} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}"
-    else:
-        text = f"\r{label} {done}"
-    print(text, end="\n" if end else "", file=sys.stderr, flush=True)
+def _progress(label: str, total: int | None, unit: str):  # -> tqdm.tqdm
+    """A progress bar on stderr with rate and ETA (tqdm); silent when stderr is not a terminal."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=label, unit=unit, file=sys.stderr, disable=not sys.stderr.isatty(), leave=True)
 
 
 def _scope(args: argparse.Namespace) -> dict[str, str]:
@@ -122,21 +143,22 @@ def cmd_export(args: argparse.Namespace) -> int:
     out = open(args.output, "wb") if args.output and args.output != "-" else sys.stdout.buffer  # noqa: SIM115
     lines = 0
     try:
-        with _client(args) as client, client.stream("GET", "/export", params=_scope(args)) as resp:
+        with _client(args) as client, client.stream("GET", "/export", params=_scope(args)) as resp, \
+                _progress("export", None, " memories") as bar:
             if resp.status_code >= 400:
                 resp.read()
                 _check(resp)
             for chunk in resp.iter_bytes():
                 out.write(chunk)
-                lines += chunk.count(b"\n")
-                if out is not sys.stdout.buffer:
-                    _progress("export", lines, None)
+                count = chunk.count(b"\n")
+                lines += count
+                bar.update(count)
     finally:
         if out is not sys.stdout.buffer:
             out.close()
         else:
             out.flush()
-    print(f"\rexported {lines} memories", file=sys.stderr)
+    print(f"exported {lines} memories", file=sys.stderr)
     return 0
 
 
@@ -165,26 +187,23 @@ def cmd_import(args: argparse.Namespace) -> int:
         return 0
     unresolved_lines: list[bytes] = []
     result: dict = {}
-    with _client(args) as client:
+    with _client(args) as client, _progress("import", total, " records") as bar:
         def send(batch: list[bytes]) -> dict:
             resp = client.post("/import", params=_scope(args), content=b"\n".join(batch),
                                headers={"Content-Type": "application/x-ndjson"})
             return _check(resp)
 
-        done = 0
         for start in range(0, total, args.batch):
             batch = lines[start:start + args.batch]
             result = send(batch)
             if result.get("unresolvedLinks"):
                 unresolved_lines.extend(line for line in batch if _has_link(line))
-            done += len(batch)
-            _progress("import", done, total)
+            bar.update(len(batch))
         # A link whose successor came in a later batch: send those records again (ids are kept, so the
         # memories are not written twice); now the successor exists.
         if unresolved_lines:
             for start in range(0, len(unresolved_lines), args.batch):
                 result = send(unresolved_lines[start:start + args.batch])
-    _progress("import", total, total, end=True)
     print(f"imported {total} records; namespace now holds {result.get('total', '?')} memories"
           + (f"; {result['unresolvedLinks']} supersession links unresolved" if result.get("unresolvedLinks") else ""),
           file=sys.stderr)
@@ -197,23 +216,31 @@ def cmd_backfill(args: argparse.Namespace) -> int:
         params = {**_scope(args), "limit": 1, "include_superseded": "true"}
         memories = _check(client.get("/", params=params))["total"]
         offset = 0
-        while True:
-            page = _check(client.post("/backfill-entities", params={
-                **_scope(args), "limit": args.limit, "offset": offset, "chunk_size": args.chunk_size}))
-            for key in totals:
-                totals[key] += page[key]
-            _progress("backfill-entities", page["nextOffset"], max(memories, page["nextOffset"]))
-            if not page["hasMore"]:
-                break
-            offset = page["nextOffset"]
-    _progress("backfill-entities", totals["examined"], max(memories, totals["examined"]), end=True)
+        with _progress("backfill-entities", memories, " memories") as bar:
+            while True:
+                page = _check(client.post("/backfill-entities", params={
+                    **_scope(args), "limit": args.limit, "offset": offset, "chunk_size": args.chunk_size}))
+                for key in totals:
+                    totals[key] += page[key]
+                if page["nextOffset"] > (bar.total or 0):
+                    bar.total = page["nextOffset"]
+                bar.update(page["nextOffset"] - bar.n)
+                if not page["hasMore"]:
+                    break
+                offset = page["nextOffset"]
     print(" ".join(f"{k}={v}" for k, v in totals.items()), file=sys.stderr)
     return 1 if totals["failed"] else 0
 
 
-def _remote(sub, name: str, help_: str, func) -> argparse.ArgumentParser:
+REMOTE_IO = ("Reads and writes nothing locally except {files}: it talks to a running server over HTTP "
+             "(--url, default $MEMCHAT_URL or http://127.0.0.1:8000) with an API key (--key or $MEMCHAT_API_KEY). "
+             "Progress on stderr when it is a terminal.")
+
+
+def _remote(sub, name: str, help_: str, func, files: str) -> argparse.ArgumentParser:
     env = os.environ
-    cmd = sub.add_parser(name, help=help_)
+    cmd = sub.add_parser(name, help=help_, description=f"{help_[0].upper()}{help_[1:]}. "
+                         + REMOTE_IO.format(files=files))
     cmd.add_argument("--url", default=env.get("MEMCHAT_URL", "http://127.0.0.1:8000"), help="memchat server")
     cmd.add_argument("--key", default=None, help="API key (default: $MEMCHAT_API_KEY)")
     scope = cmd.add_mutually_exclusive_group()
@@ -224,35 +251,58 @@ def _remote(sub, name: str, help_: str, func) -> argparse.ArgumentParser:
     return cmd
 
 
+def _data_dir(parser: argparse.ArgumentParser, default: Path | str = argparse.SUPPRESS) -> None:  # type: ignore[assignment]
+    parser.add_argument("--data-dir", type=Path, default=default,
+                        help="memchat's data directory (default: $MEMCHAT_DATA_DIR or ./data); the same as "
+                             "`memchat serve --data-dir`")
+
+
 def build_parser() -> argparse.ArgumentParser:
     env = os.environ
+    data_default = Path(env.get("MEMCHAT_DATA_DIR", "data"))
     parser = argparse.ArgumentParser(prog="memchat", description="OpenAI-compatible chat with long-term memory")
     sub = parser.add_subparsers(dest="command", required=True)
-    serve = sub.add_parser("serve", help="run the server")
+    serve = sub.add_parser("serve", help="run the server", description=(
+        "Run the server. Reads and writes the data directory: LanceDB tables in <data dir>/lancedb (unless "
+        "MEMCHAT_STORE_URI names another store), API keys in <data dir>/keys.json, the turn journal in "
+        "<data dir>/turns-journal/ and, with --workers > 1, the workers' shared metrics in "
+        "<data dir>/prometheus-multiproc/ (emptied at start). Logs go to stderr (MEMCHAT_LOG_FORMAT=text|json)."))
     serve.add_argument("--host", default=env.get("MEMCHAT_HOST", "127.0.0.1"))
     serve.add_argument("--port", type=int, default=int(env.get("MEMCHAT_PORT", "8000")))
-    serve.add_argument("--data-dir", type=Path, default=Path(env.get("MEMCHAT_DATA_DIR", "data")))
+    _data_dir(serve, data_default)
     serve.add_argument("--workers", type=int, default=int(env.get("MEMCHAT_WORKERS", "1")))
-    serve.add_argument("--log-level", default="info")
-    serve.add_argument("--access-log", action="store_true", help="log every request")
+    serve.add_argument("--log-level", default=env.get("MEMCHAT_LOG_LEVEL", "info"),
+                       choices=["critical", "error", "warning", "info", "debug", "trace"],
+                       help="memchat's and uvicorn's log level (the access log is at info)")
+    serve.add_argument("--access-log", action=argparse.BooleanOptionalAction, default=None,
+                       help="one memchat.access line per request (default: on; $MEMCHAT_ACCESS_LOG)")
     serve.set_defaults(func=cmd_serve)
 
-    keys = sub.add_parser("keys", help="manage API keys")
-    keys.add_argument("--data-dir", type=Path, default=Path(env.get("MEMCHAT_DATA_DIR", "data")))
+    keys_io = ("Reads and writes <data dir>/keys.json (only each key's SHA-256 is stored), the file "
+               "`memchat serve --data-dir` reads; a running server sees changes at once.")
+    keys = sub.add_parser("keys", help="manage API keys", description=f"Manage API keys. {keys_io}")
+    _data_dir(keys, data_default)
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)
-    create = keys_sub.add_parser("create", help="create a key for an organisation (printed once)")
+    create = keys_sub.add_parser("create", help="create a key for an organisation (printed once)",
+                                 description=f"Create a key for an organisation; it is printed once. {keys_io}")
     create.add_argument("--org", required=True)
-    keys_sub.add_parser("list", help="list keys (ids and organisations, never the keys)")
-    revoke = keys_sub.add_parser("revoke", help="revoke a key by id")
+    listing = keys_sub.add_parser("list", help="list keys (ids and organisations, never the keys)",
+                                  description=f"List key ids, organisations and states (never the keys). {keys_io}")
+    revoke = keys_sub.add_parser("revoke", help="revoke a key by id", description=f"Revoke a key by id. {keys_io}")
     revoke.add_argument("key_id")
+    for cmd in (create, listing, revoke):  # `memchat keys create --data-dir X` as well as `keys --data-dir X create`
+        _data_dir(cmd)
     keys.set_defaults(func=cmd_keys)
 
-    export = _remote(sub, "export", "write a namespace's memories as JSON Lines", cmd_export)
+    export = _remote(sub, "export", "write a namespace's memories as JSON Lines", cmd_export,
+                     "the output file (-o; default stdout)")
     export.add_argument("-o", "--output", default=None, help="file to write (default: stdout)")
-    imp = _remote(sub, "import", "import memories from a JSON Lines (or JSON array) file", cmd_import)
+    imp = _remote(sub, "import", "import memories from a JSON Lines (or JSON array) file", cmd_import,
+                  "the input file (FILE, or stdin for '-'), which it only reads")
     imp.add_argument("file", help="file to read ('-': stdin)")
     imp.add_argument("--batch", type=int, default=5000, help="records per request")
-    backfill = _remote(sub, "backfill-entities", "extract entities for every memory that has none", cmd_backfill)
+    backfill = _remote(sub, "backfill-entities", "extract entities for every memory that has none", cmd_backfill,
+                       "nothing at all")
     backfill.add_argument("--limit", type=int, default=50, help="memories per request (1..50)")
     backfill.add_argument("--chunk-size", type=int, default=5, help="memories per model call (1..10)")
     return parser

@@ -21,6 +21,9 @@ class ServerSettings(msgspec.Struct, frozen=True):
     workers: int = 1
     sse_ping_interval: float = 15.0
     default_model: str = "gpt-4o-mini"
+    log_format: str = "text"      # "text" or "json" (app.obs.logs)
+    log_level: str = "info"
+    access_log: bool = True       # one memchat.access line per request, at INFO
 
 
 class UpstreamSettings(msgspec.Struct, frozen=True):
@@ -214,6 +217,10 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
             workers=_int(env, "MEMCHAT_WORKERS", 1, minimum=1),
             sse_ping_interval=_positive(env, "MEMCHAT_SSE_PING_INTERVAL", 15.0),
             default_model=env.get("MEMCHAT_DEFAULT_MODEL", "gpt-4o-mini"),
+            log_format=_choice(env, "MEMCHAT_LOG_FORMAT", "text", {"text", "json"}),
+            log_level=_choice(env, "MEMCHAT_LOG_LEVEL", "info", {"critical", "error", "warning", "info", "debug",
+                                                                "trace"}),
+            access_log=_bool(env, "MEMCHAT_ACCESS_LOG", True),
         ),
         upstream=UpstreamSettings(
             base_url=base_url,

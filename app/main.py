@@ -2,23 +2,26 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
 import anyio
 from litestar import Litestar
+from litestar.datastructures import State
 from litestar.openapi import OpenAPIConfig
 
 from app.api.errors import handle_exception
 from app.api.health import healthz, readyz
 from app.api.memories import memory_router, shared_memory_router
 from app.api.metrics import metrics
+from app.api.observe import Observe
 from app.api.personal import personal_router
 from app.api.openai import openai_router
 from app.api.web import web_router
 from app.api.ws import chat_socket
-from app.config import Settings
+from app.config import ConfigError, Settings
+from app.obs.logs import configure_logging
+from app.obs.metrics import Metrics
 from app.services import Services
 
 MAX_BODY_BYTES = 4 * 1024 * 1024
@@ -26,11 +29,12 @@ MAX_BODY_BYTES = 4 * 1024 * 1024
 
 def create_app(settings: Settings | None = None) -> Litestar:
     settings = settings or Settings.from_env()
+    app_metrics = Metrics()
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
-            services = await Services.start(settings, stack)
+            services = await Services.start(settings, stack, metrics=app_metrics)
             app.state.services = services
             async with anyio.create_task_group() as task_group:
                 await services.run_background(task_group)
@@ -48,14 +52,18 @@ def create_app(settings: Settings | None = None) -> Litestar:
         openapi_config=OpenAPIConfig(title="memchat", version="0.1.0", path="/schema"),
         debug=False,
         logging_config=None,
+        state=State({"metrics": app_metrics}),
     )
 
 
-def create_app_from_env() -> Litestar:
-    """uvicorn factory entry point (``app.main:create_app_from_env``): settings from the environment."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # The HTTP clients log every request at INFO: one line per chat turn would flood the log (and cost
-    # CPU on the request path). Their warnings and errors still show.
-    for noisy in ("httpx2", "httpcore2", "httpx", "httpcore"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    return create_app(Settings.from_env())
+def create_app_from_env() -> Observe:
+    """uvicorn factory entry point (``app.main:create_app_from_env``): settings from the environment;
+    logging as ``MEMCHAT_LOG_FORMAT`` / ``MEMCHAT_LOG_LEVEL`` say; the app wrapped in `Observe` (request
+    ids, access log, request metrics)."""
+    try:
+        settings = Settings.from_env()
+    except ConfigError as exc:
+        raise SystemExit(f"memchat: configuration error: {exc}") from None
+    configure_logging(settings.server.log_format, settings.server.log_level)
+    app = create_app(settings)
+    return Observe(app, app.state.metrics, access_log=settings.server.access_log)

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import socket
@@ -38,12 +39,14 @@ from app.memory.retrieval import MemoryRetriever
 from app.memory.service import MemoryService
 from app.memory.store import MemoryStore
 from app.memory.versions import VersionLog
+from app.obs.metrics import Metrics
 from app.storage.connection import connect
 from app.turns.conversations import Conversations
 from app.turns.turnlog import TurnLog
 
 log = logging.getLogger("memchat.services")
 
+GAUGE_INTERVAL = 1.0  # seconds between gauge samples (with several workers, how stale another's may be)
 FORGET_GRACE = 0.5  # seconds after one journal flush interval before a forget's second pass
 
 
@@ -87,13 +90,17 @@ class Services:
     chat: ChatService
     memories: MemoryService
     events: EventHub
+    metrics: Metrics
     task_group: TaskGroup | None = None
 
     @classmethod
-    async def start(cls, settings: Settings, stack: AsyncExitStack) -> Services:
+    async def start(cls, settings: Settings, stack: AsyncExitStack, *, metrics: Metrics | None = None) -> Services:
         settings.store.data_dir.mkdir(parents=True, exist_ok=True)
+        metrics = metrics or Metrics()
         keyring = KeyRing(settings.store.data_dir / "keys.json", settings.auth.static_keys)
         backend = _backend(settings)
+        if isinstance(backend, UpstreamClient):
+            backend.metrics = metrics
         stack.push_async_callback(backend.aclose)
 
         embedder = _embedder(settings, backend)
@@ -105,6 +112,7 @@ class Services:
         if store.dim > 0:
             store.vectors.max_bytes = settings.memory.vector_cache_mb * 1024 * 1024
             store.vectors.ttl = settings.memory.vector_cache_ttl
+        store.metrics = metrics
         stack.push_async_callback(store.close)
         turns = settings.turnlog
         journal, why = turns.journal_for(settings.store)
@@ -112,7 +120,7 @@ class Services:
                  else "each turn written to the store before the reply ends", why)
         turnlog = await TurnLog.open(db, settings.store.data_dir / "turns-journal" if journal else None,
                                      fsync=turns.fsync, flush_interval=turns.flush_interval,
-                                     flush_rows=turns.flush_rows)
+                                     flush_rows=turns.flush_rows, metrics=metrics)
         commits = await CommitLog.open(db, lease=timedelta(seconds=settings.memory.commit_lease))
         model_client = None if backend.offline else backend
         events = EventHub()
@@ -126,7 +134,7 @@ class Services:
 
         committer = Committer(turnlog, commits, store, extractor, owner=owner,
                               memory_model=settings.memory.memory_model, on_committed=committed)
-        scheduler = CommitScheduler(committer, max_concurrent=settings.memory.commit_concurrency)
+        scheduler = CommitScheduler(committer, max_concurrent=settings.memory.commit_concurrency, metrics=metrics)
         sweeper = CommitSweeper(scheduler, turnlog, commits, interval=settings.memory.commit_sweep_interval,
                                 grace=settings.memory.commit_takeover_grace)
         conversations = Conversations(turnlog, default_commit_after=settings.memory.commit_after,
@@ -138,12 +146,13 @@ class Services:
             forget_again_after=turns.flush_interval + FORGET_GRACE if journal else None)
         retriever = MemoryRetriever(store, top_k=settings.memory.top_k, min_score=settings.memory.min_score,
                                     token_budget=settings.memory.token_budget)
-        chat = ChatService(backend, conversations, retriever, default_model=settings.server.default_model)
+        chat = ChatService(backend, conversations, retriever, default_model=settings.server.default_model,
+                           metrics=metrics)
         log.info("memory: store %s, embedder %s, extractor %s", settings.store.memory_uri, embedder.name,
                  extractor.name)
         return cls(settings=settings, keyring=keyring, db=db, backend=backend, store=store, turnlog=turnlog,
                    commits=commits, conversations=conversations, scheduler=scheduler, sweeper=sweeper, chat=chat,
-                   memories=memories, events=events)
+                   memories=memories, events=events, metrics=metrics)
 
     async def run_background(self, task_group: TaskGroup) -> None:
         """Start the background work in the lifespan's task group."""
@@ -153,9 +162,23 @@ class Services:
         await task_group.start(self.scheduler.run)
         await task_group.start(self.sweeper.run)
         task_group.start_soon(self._maintenance_loop)
+        task_group.start_soon(self._gauge_loop)
         warmup = getattr(self.store.embedder, "warmup", None)
         if warmup is not None:  # load the local model off the request path
             task_group.start_soon(warmup)
+
+    def sample_gauges(self) -> None:
+        """Set this process's gauges (a scrape does it first; `_gauge_loop` keeps other workers' fresh)."""
+        m = self.metrics
+        m.pending.set(self.scheduler.pending)
+        m.in_progress.set(self.scheduler.committing)
+        m.running.set(self.scheduler.committing_now)
+        m.loop_tasks.set(len(asyncio.all_tasks()))
+
+    async def _gauge_loop(self) -> None:
+        while True:
+            self.sample_gauges()
+            await anyio.sleep(GAUGE_INTERVAL)
 
     async def maintain_once(self) -> None:
         await self.store.maintain()

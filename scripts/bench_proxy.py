@@ -49,6 +49,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
+import json
 import os
 import shutil
 import subprocess
@@ -98,7 +100,7 @@ from bench_common import (  # noqa: E402
     versions,
     write_section,
 )
-from bench_proxy_report import as_ms, marginal_us, report  # noqa: E402
+from bench_proxy_report import as_ms, marginal_us, report, results_json  # noqa: E402
 from bench_text import Questions, memory_texts  # noqa: E402
 
 NS_EMPTY = "bench-empty"
@@ -557,6 +559,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--cache-dir", type=Path, default=Path("/tmp/memchat-bench-cache"))
     p.add_argument("--no-cache", action="store_true")
     p.add_argument("--no-docs", action="store_true", help="do not write docs/benchmarks.md")
+    p.add_argument("--results", type=Path, default=None,
+                   help="results JSON for scripts/plot_benchmarks.py (default: docs/img/bench_proxy.json unless --no-docs)")
     p.add_argument("--app-ref", default=None, metavar="REF",
                    help="benchmark memchat as committed at this git ref (default: the work tree as it is)")
     p.add_argument("--seed", type=int, default=1)
@@ -704,8 +708,21 @@ def finish(args: argparse.Namespace, info: dict[str, Any], arms: list[Arm], serv
         rss.append(f"LiteLLM {peak_rss_mib(servers.ll.pid):.0f} MiB")
     info["rss"] = ", ".join(rss)
     info["load_end"] = load_now()
-    text, _res = report(arms, args, info)
+    text, res = report(arms, args, info)
     print("\n" + text)
+    results = args.results or (None if args.no_docs else Path("docs/img/bench_proxy.json"))
+    if results is not None:  # the figures for scripts/plot_benchmarks.py
+        results.parent.mkdir(parents=True, exist_ok=True)
+        results.write_text(json.dumps(results_json(arms, res, info), indent=1) + "\n")
+        if importlib.util.find_spec("matplotlib") is None:  # the optional `bench` dependency
+            print(f"wrote {results}; `pip install -e '.[bench]'` and run scripts/plot_benchmarks.py for the plots")
+        else:
+            from plot_benchmarks import plot_cpu, plot_ramp
+
+            data = json.loads(results.read_text())
+            plot_ramp(data, results.parent / "proxy_ramp.png")
+            plot_cpu(data, results.parent / "proxy_cpu.png")
+            print(f"wrote {results}, proxy_ramp.png and proxy_cpu.png next to it")
     if not args.no_docs:
         write_section("Proxy overhead", text)
         print(f"wrote section 'Proxy overhead' of {Path('docs/benchmarks.md')}")

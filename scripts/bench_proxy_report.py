@@ -207,6 +207,8 @@ CPU columns are the fake upstream's own.
 
 Other processes on the machine used {info['p1_foreign']:.2f} cores on average during this phase.
 
+![Server CPU per streamed chunk: direct, the bare passthrough floor, memchat (empty namespace, 10k memories), LiteLLM](img/proxy_cpu.png)
+
 **Realistic cadence, concurrency ramp.** The fake sends the first token after 50 ms, then 30 tokens/s,
 {args.ramp_tokens} tokens per reply (~{(0.05 + args.ramp_tokens / 30):.1f} s). A lean raw-socket SSE client
 (uvloop, keep-alive) runs N closed-loop streams: started over {args.stagger:.0f} s, then held {args.hold:.0f} s;
@@ -224,6 +226,11 @@ servers are idle.
 {t2}
 
 {t3}
+
+![TTFT and inter-chunk gap (p50, p99) against concurrent streams: memchat beside the bare passthrough floor, the fake direct and LiteLLM](img/proxy_ramp.png)
+
+Figures: `docs/img/proxy_cpu.png`, `docs/img/proxy_ramp.png`, drawn by `scripts/plot_benchmarks.py` from
+`docs/img/bench_proxy.json` (which `scripts/bench_proxy.py` writes with this section).
 
 **Goals.**
 
@@ -271,3 +278,20 @@ def profile_text(prof: dict[str, Any]) -> str:
         text += (f"\n\n`py-spy record --gil --rate 200 --format raw`, {total} samples (each sample is attributed to "
                  f"the first matching bucket, in the order listed in `scripts/bench_proxy.py`):\n\n{b}\n\n{s}\n\n{i}")
     return text
+
+
+def results_json(arms: list[Arm], res: dict[str, Any], info: dict[str, Any]) -> dict[str, Any]:
+    """The run's figures for `scripts/plot_benchmarks.py` (written next to the plots, docs/img/)."""
+    zero: dict[str, Any] = {}
+    for a in arms:
+        r = res.get(a.name, {})
+        zero[a.label] = {"ttft_p50_ms": pct(a.ttft, 50) * 1e3, "ttft_p99_ms": pct(a.ttft, 99) * 1e3,
+                         "ttft_overhead_p50_ms": r.get("over50"), "us_per_chunk": r.get("us_chunk"),
+                         "marginal_us_per_chunk": r.get("marginal") if a.long_requests else None,
+                         "cpu_ms_per_request": a.cpu / max(1, a.requests - len(a.errors)) * 1e3}
+    ramp = {a.label: [{"streams": lv["n"], "ttft_p50_ms": lv["ttft_p50"] * 1e3, "ttft_p99_ms": lv["ttft_p99"] * 1e3,
+                       "gap_p50_ms": lv["gap_p50"] * 1e3, "gap_p99_ms": lv["gap_p99"] * 1e3,
+                       "server_cores": lv["server_cores"], "held": bool(lv["held"])} for lv in a.levels]
+            for a in arms if a.levels}
+    return {"kind": "proxy", "source": f"scripts/bench_proxy.py run of {info.get('date')}: {info.get('command')}",
+            "machine": info.get("machine"), "zero_delay": zero, "ramp": ramp}

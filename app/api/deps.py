@@ -8,6 +8,7 @@ from litestar import Request
 
 from app.auth import Principal, key_from_headers
 from app.errors import AuthenticationFailed
+from app.obs.context import set_org
 from app.services import Services
 
 
@@ -19,7 +20,9 @@ async def provide_principal(request: Request[Any, Any, Any]) -> Principal:
     if len(request.headers.getall("authorization", [])) > 1 or len(request.headers.getall("x-api-key", [])) > 1:
         raise AuthenticationFailed("Send exactly one API key.")
     key = key_from_headers(request.headers, request.cookies)
-    return services_of(request).keyring.resolve(key)
+    principal = services_of(request).keyring.resolve(key)
+    set_org(principal.org_id)  # for this request's log lines
+    return principal
 
 
 async def provide_services(request: Request[Any, Any, Any]) -> Services:

@@ -37,6 +37,7 @@ from app.api.framing import websocket_message
 from app.api.wire import memory_json, memory_refs
 from app.auth import Principal
 from app.errors import MemchatError
+from app.obs.context import set_org
 from app.services import Services
 
 log = logging.getLogger("memchat.ws")
@@ -295,5 +296,6 @@ async def chat_socket(socket: WebSocket[Any, Any, Any]) -> None:
     except HandshakeRefused as refusal:
         await refuse(socket, refusal)
         return
+    set_org(principal.org_id)  # for the connection's log lines
     await socket.accept()
     await ChatSession(socket, services, principal).run()

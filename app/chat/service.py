@@ -8,6 +8,7 @@ prompt (personal chat, websocket). Surfaces differ only in how they frame what c
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
@@ -24,6 +25,7 @@ from app.errors import NotFound
 from app.llm.backend import ChatBackend, ChatContext
 from app.memory.retrieval import Retrieved
 from app.messages import completion_text, response_output_text, responses_input_messages
+from app.obs.metrics import Metrics
 from app.turns.conversations import ChatSlot, Conversations, TurnOutcome
 from app.turns.turnlog import TurnRecord
 
@@ -86,8 +88,9 @@ def inject_section(messages: list[dict[str, Any]], section: str) -> list[dict[st
 
 class ChatService:
     def __init__(self, backend: ChatBackend, conversations: Conversations, retriever: Retriever | None = None, *,
-                 default_model: str = "gpt-4o-mini") -> None:
+                 default_model: str = "gpt-4o-mini", metrics: Metrics | None = None) -> None:
         self.backend = backend
+        self.metrics = metrics
         self.conversations = conversations
         self.retriever = retriever
         self.default_model = default_model
@@ -108,8 +111,11 @@ class ChatService:
             if self.retriever is not None:
                 # A chained request carries only its new input: the query's context is the recorded turn before.
                 earlier = [{"role": role, "content": text} for role, text in slot.prefix[-2:]]
+                started = time.perf_counter()
                 retrieved = await self.retriever.retrieve(principal.org_id, params.namespace, [*earlier, *messages],
                                                           include_shared=params.include_shared)
+                if self.metrics is not None:
+                    self.metrics.retrieval_seconds.observe(time.perf_counter() - started)
 
         async def resolve() -> None:
             nonlocal slot
@@ -132,6 +138,8 @@ class ChatService:
                     group.start_soon(resolve)
             except BaseExceptionGroup as group_error:  # surface the error itself, not the group
                 raise group_error.exceptions[0] from None
+        if self.metrics is not None:
+            self.metrics.memories_injected.observe(len(retrieved.used))
         upstream_body = body
         if retrieved.section:
             upstream_body = (inject_instructions(body, retrieved.section) if responses
@@ -182,12 +190,15 @@ class ChatService:
     async def open_stream(self, chat: PreparedChat, *, first_chunk_fields: dict[str, Any] | None = None) -> ChatStream:
         """Open the upstream stream (errors before the first byte raise here, as HTTP errors). The caller
         must enter the returned stream (``async with``) before it sends anything."""
+        opened_at = time.perf_counter()
+        meter = None if self.metrics is None else self.metrics.stream_meter(chat.surface)
         if chat.api == "responses":  # ``first_chunk_fields`` go into the ``response`` of ``response.created``
             upstream = await self.backend.open_responses_stream(chat.body, self._context(chat))
             return ChatStream(upstream, lambda outcome: self._record(chat, outcome),
-                              relay=ResponsesRelay(first_chunk_fields))
+                              relay=ResponsesRelay(first_chunk_fields), meter=meter, opened_at=opened_at)
         upstream = await self.backend.open_stream(chat.body, self._context(chat))
-        return ChatStream(upstream, lambda outcome: self._record(chat, outcome), first_chunk_fields=first_chunk_fields)
+        return ChatStream(upstream, lambda outcome: self._record(chat, outcome), first_chunk_fields=first_chunk_fields,
+                          meter=meter, opened_at=opened_at)
 
     async def complete(self, chat: PreparedChat) -> Completion:
         outcome = StreamOutcome(completed=True)

@@ -18,6 +18,7 @@ recorded, right before `Done`.
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from types import TracebackType
 from typing import Any, Protocol
@@ -28,6 +29,7 @@ import msgspec
 from app.errors import UpstreamError
 from app.llm.backend import ByteStream
 from app.llm.sse import EventSplitter, event_data
+from app.obs.metrics import StreamMeter
 
 
 class _Delta(msgspec.Struct):
@@ -169,8 +171,15 @@ class ChatStream:
     """The open upstream response of one chat request; see the module docstring for the protocol."""
 
     def __init__(self, upstream: ByteStream, on_finish: Callable[[StreamOutcome], Awaitable[None]], *,
-                 first_chunk_fields: dict[str, Any] | None = None, relay: StreamRelay | None = None) -> None:
+                 first_chunk_fields: dict[str, Any] | None = None, relay: StreamRelay | None = None,
+                 meter: StreamMeter | None = None, opened_at: float | None = None) -> None:
         self._upstream = upstream
+        self._meter = meter
+        self._opened_at = time.perf_counter() if opened_at is None else opened_at
+        self._first_byte_at: float | None = None
+        self._first_sent_at: float | None = None
+        self._chunks = 0
+        self._broken = False
         self._on_finish = on_finish
         self._relay: StreamRelay = relay if relay is not None else Relay(first_chunk_fields)
         self._events = self._run()
@@ -201,6 +210,9 @@ class ChatStream:
         if self._finished:
             return
         self._finished = True
+        if self._meter is not None:
+            self._meter.finished(self._opened_at, self._first_byte_at, self._first_sent_at, self._chunks,
+                                 self.outcome.usage, self._broken)
         with anyio.CancelScope(shield=True):
             try:
                 await self._upstream.aclose()
@@ -210,19 +222,28 @@ class ChatStream:
     async def _run(self) -> AsyncGenerator[StreamEvent, None]:
         relay = self._relay
         chunks = self._upstream.iter_bytes()
+        chunks_sent = 0
         try:
             try:
                 async for raw in chunks:
+                    if self._first_byte_at is None:
+                        self._first_byte_at = time.perf_counter()
                     out, delta = relay.feed(raw)
                     if out:
                         yield Chunk(out, delta)
-            finally:  # closed here and now, not later by the event loop's generator finaliser
+                        chunks_sent += 1
+                        if chunks_sent == 1:  # the consumer is back: the first chunk went out
+                            self._first_sent_at = time.perf_counter()
+            finally:
+                self._chunks = chunks_sent
+                # closed here and now, not later by the event loop's generator finaliser
                 close = getattr(chunks, "aclose", None)
                 if close is not None:
                     await close()
             if not relay.ended_cleanly:
                 raise UpstreamError("the upstream stream ended before it was complete")
         except UpstreamError as exc:
+            self._broken = True
             relay.outcome.error = error_body(exc.message, code=exc.code)
             yield Failure(relay.outcome.error)
         relay.outcome.completed = relay.outcome.error is None

@@ -19,6 +19,7 @@ import anyio
 from anyio.abc import TaskStatus
 
 from app.commits.committer import ChatKey, Committer, CommitResult
+from app.obs.metrics import Metrics
 from app.turns.turnlog import TurnRecord
 
 log = logging.getLogger("memchat.scheduler")
@@ -38,10 +39,11 @@ class CommitStats:
 
 class CommitScheduler:
     def __init__(self, committer: Committer, *, max_concurrent: int = 4, retry_delay: float = 15.0,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, metrics: Metrics | None = None) -> None:
         """``clock``: epoch seconds, the scale of deadlines (injectable, so tests can move time)."""
         self.committer = committer
         self.clock = clock
+        self.metrics = metrics
         self.stats = CommitStats()
         self._due: dict[ChatKey, float] = {}
         self._heap: list[tuple[float, int, ChatKey]] = []
@@ -127,6 +129,8 @@ class CommitScheduler:
             failures = self._failures.get(key, 0) + 1
             self._failures[key] = failures
             self.stats.failed += 1
+            if self.metrics:
+                self.metrics.commits.labels("failed").inc()
             delay = min(self._retry_delay * 2 ** (failures - 1), 3600)
             log.exception("commit of chat %s failed (attempt %d); retrying in %.0fs", key.chat_id, failures, delay)
             self._running.discard(key)
@@ -143,6 +147,10 @@ class CommitScheduler:
             self.stats.latency_sum += elapsed
             self.stats.latency_count += 1
             self.stats.last_latency = elapsed
+            if self.metrics:
+                self.metrics.commits.labels("done").inc()
+                self.metrics.commit_seconds.observe(elapsed)
+                self.metrics.memories_written.inc(len(result.memories))
         if key in self._due:  # touched while committing: its heap entry was skipped, so re-arm it
             self.touch(key, self._due[key])
         elif result.retry_at is not None:

@@ -23,6 +23,9 @@ import openai
 from app.config import UpstreamSettings
 from app.errors import UpstreamError, UpstreamTimeout
 from app.llm.backend import ChatContext
+from app.obs.context import HEADER as REQUEST_ID_HEADER
+from app.obs.context import current_request_id
+from app.obs.metrics import Metrics
 
 _encode = msgspec.json.Encoder().encode
 
@@ -118,6 +121,7 @@ class UpstreamClient:
     """Owns the pooled SDK client; created in the app lifespan, closed on shutdown."""
 
     offline = False
+    metrics: Metrics | None = None  # upstream errors by status (set by the services)
 
     def __init__(self, settings: UpstreamSettings) -> None:
         self.settings = settings
@@ -158,11 +162,16 @@ class UpstreamClient:
         """POST the body (to chat completions unless ``url``); returns a 2xx response (streamed or read) or
         raises ``UpstreamError``."""
         headers = self._stream_headers if stream_reply else self._headers
+        request_id = current_request_id()
+        if request_id is not None:  # the request's id travels upstream
+            headers = {**headers, REQUEST_ID_HEADER: request_id}
         request = self._http.build_request("POST", url or self._chat_url, content=_encode(body), headers=headers)
         try:
             response = await self._http.send(request, stream=stream)
         except (httpx2.HTTPError, httpx2.StreamError, OSError) as exc:
-            raise translate_error(exc) from exc
+            error = translate_error(exc)
+            self._count_error("timeout" if error.status_code == 504 else "connect")
+            raise error from exc
         if not response.is_success:  # a redirect is an error too: the SDK would not follow it either
             try:
                 raw = await response.aread()
@@ -171,8 +180,13 @@ class UpstreamClient:
             finally:
                 with anyio.CancelScope(shield=True):
                     await response.aclose()
+            self._count_error(response.status_code)
             raise status_error(response.status_code, raw)
         return response
+
+    def _count_error(self, status: int | str) -> None:
+        if self.metrics is not None:
+            self.metrics.upstream_error(status)
 
     async def open_stream(self, body: dict[str, Any], context: ChatContext | None = None) -> UpstreamStream:
         """Start a streaming completion; raises ``UpstreamError`` before any byte if the upstream refuses."""

@@ -49,6 +49,7 @@ from app.memory.schema import (
 )
 from app.memory.search import SearchConfig, run_search
 from app.memory.vector_cache import DEFAULT_MAX_BYTES, VectorCache
+from app.obs.metrics import Metrics, timed_store_call
 from app.storage import filters as F
 from app.storage import tables
 from app.storage.connection import connect
@@ -72,6 +73,8 @@ OPEN_INDEX_MAX_ROWS = 10_000
 
 class MemoryStore:
     """Async memory store. Construct with ``await MemoryStore.open(uri, embedder)``."""
+
+    metrics: Metrics | None = None  # store call latencies (set by the services)
 
     def __init__(
         self,
@@ -166,6 +169,7 @@ class MemoryStore:
 
     # ------------------------------------------------------------------ writes
 
+    @timed_store_call("memory_add")
     async def add(self, org_id: str, namespace: str, items: Sequence[NewMemory]) -> list[Memory]:
         """Embed all items in one batch and write them in one LanceDB commit.
 
@@ -353,6 +357,7 @@ class MemoryStore:
                                                                    include_superseded=include_superseded), batch):
             yield page
 
+    @timed_store_call("memory_search")
     async def search(
         self,
         org_id: str,

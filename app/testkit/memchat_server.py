@@ -22,8 +22,9 @@ class MemchatServer:
     """A memchat process. ``env`` overrides are added to a clean base environment."""
 
     def __init__(self, data_dir: Path, *, env: dict[str, str] | None = None, workers: int = 1,
-                 startup_timeout: float = 60.0, keep_log: bool = True) -> None:
+                 startup_timeout: float = 60.0, keep_log: bool = True, log_level: str = "warning") -> None:
         self.data_dir = Path(data_dir)
+        self.log_level = log_level
         self.env_overrides = dict(env or {})
         self.workers = workers
         self.startup_timeout = startup_timeout
@@ -62,7 +63,7 @@ class MemchatServer:
         ``/healthz`` answers."""
         self.port = free_port()
         cmd = [sys.executable, "-m", "app", "serve", "--host", "127.0.0.1", "--port", str(self.port),
-               "--data-dir", str(self.data_dir), "--workers", str(self.workers), "--log-level", "warning"]
+               "--data-dir", str(self.data_dir), "--workers", str(self.workers), "--log-level", self.log_level]
         self.process = ManagedProcess(cmd, name="memchat-server", env=self._env(app_dir), cwd=app_dir,
                                       keep_log=self.keep_log, startup_timeout=self.startup_timeout)
         try:

@@ -35,6 +35,7 @@ from anyio.abc import TaskStatus
 from lancedb.db import AsyncConnection
 from lancedb.table import AsyncTable
 
+from app.obs.metrics import Metrics, timed_store_call
 from app.storage import filters as F
 from app.storage import tables
 from app.storage.tables import TIMESTAMP, retry
@@ -152,8 +153,9 @@ class TurnLog:
     """Append and read turns. ``run_writer`` must run in the app's task group for group commit."""
 
     def __init__(self, table: AsyncTable, journal_dir: Path | None = None, *, fsync: bool = False,
-                 flush_interval: float = 1.0, flush_rows: int = MAX_BATCH) -> None:
+                 flush_interval: float = 1.0, flush_rows: int = MAX_BATCH, metrics: Metrics | None = None) -> None:
         self._table = table
+        self.metrics = metrics
         self._send, self._receive = anyio.create_memory_object_stream[_Pending](math.inf)
         self._writer_running = False
         self.journal_dir = journal_dir
@@ -198,6 +200,7 @@ class TurnLog:
         if pending.error is not None:
             raise pending.error
 
+    @timed_store_call("turns_add")
     async def _write_table(self, rows: Sequence[TurnRecord]) -> None:
         data = to_arrow(rows)
         await retry(lambda: self._table.add(data), what="turns.add")
@@ -214,17 +217,22 @@ class TurnLog:
         segment = self._journal.write(rows)
         for row in rows:  # visible to this process's readers (and the next flush) from now on
             self._unflushed[row.turn_id] = row
-        self.batches_written += 1
-        self.rows_written += len(rows)
+        self._count_written(rows)
         if len(self._unflushed) >= self.flush_rows:
             self._flush_wanted.set()
         return segment
 
+    def _count_written(self, rows: Sequence[TurnRecord]) -> None:
+        self.batches_written += 1
+        self.rows_written += len(rows)
+        if self.metrics:
+            self.metrics.turn_batches.inc()
+            self.metrics.turns_written.inc(len(rows))
+
     async def _write(self, rows: Sequence[TurnRecord]) -> None:
         if self._journal is None:
             await self._write_table(rows)
-            self.batches_written += 1
-            self.rows_written += len(rows)
+            self._count_written(rows)
             return
         async with self._journal_lock:  # held across the fsync, so a rotation waits for it
             segment = self._journal_write(rows)
@@ -304,6 +312,9 @@ class TurnLog:
                 for segment in segments:
                     segment.remove()
             self.flushes += 1
+            if self.metrics:
+                self.metrics.turn_flushes.inc()
+                self.metrics.turns_flushed.inc(len(rows))
             return len(rows)
 
     async def recover_journal(self) -> int:
@@ -322,6 +333,8 @@ class TurnLog:
         if recovered:
             log.warning("turn log: replayed %d journaled turns into the table", recovered)
         self.rows_recovered += recovered
+        if self.metrics and recovered:
+            self.metrics.turns_recovered.inc(recovered)
         return recovered
 
     # -- reading -------------------------------------------------------------------------------------

@@ -54,3 +54,15 @@ def test_first_start_creates_and_prints_a_key(tmp_path: Path) -> None:
         assert chat_status(srv, "mc_wrong") == 401
     with MemchatServer(tmp_path / "fresh") as srv:  # second start: no new key
         assert "shown once" not in srv.log_text()
+
+
+def test_keys_create_writes_where_serve_reads(tmp_path: Path) -> None:
+    """`memchat keys create --data-dir X` (flag after the subcommand too) reaches `memchat serve --data-dir X`."""
+    data = tmp_path / "served"
+    with MemchatServer(data) as srv:
+        created = memchat("keys", "create", "--org", "late", "--data-dir", str(data))
+        assert created.returncode == 0, created.stderr
+        assert chat_status(srv, created.stdout.strip().splitlines()[-1]) == 200
+    assert "--data-dir" in memchat("keys", "list", "--help").stdout
+    for command in (["serve"], ["keys"], ["keys", "create"], ["export"], ["import"], ["backfill-entities"]):
+        assert "Reads and writes" in " ".join(memchat(*command, "--help").stdout.split()), command

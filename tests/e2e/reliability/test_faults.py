@@ -115,7 +115,7 @@ def test_mid_stream_failure_personal_keeps_partial_turn(srv: MemchatServer, fake
 
 def tasks(srv: MemchatServer) -> int:
     text = httpx2.get(f"{srv.url}/metrics", timeout=5).text
-    return int(re.search(r"^memchat_event_loop_tasks (\d+)$", text, re.M).group(1))
+    return int(float(re.search(r"^memchat_event_loop_tasks (\S+)$", text, re.M).group(1)))
 
 
 @pytest.mark.parametrize("surface", ["openai", "personal"])

@@ -1,0 +1,120 @@
+"""Operating memchat: one scrape of /metrics covers every worker, request ids end to end, JSON logs."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx2
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.parser import text_string_to_metric_families
+
+from app.testkit import REPO_ROOT, FakeUpstream, MemchatServer
+from tests.conftest import API_KEYS, KEY_ORG1
+
+H1 = {"Authorization": f"Bearer {KEY_ORG1}"}
+CHAT = {"model": "fake-gpt", "messages": [{"role": "user", "content": "hello there"}], "stream": True}
+
+
+def env_for(fake: FakeUpstream, **extra: str) -> dict[str, str]:
+    return {"MEMCHAT_UPSTREAM_BASE_URL": fake.base_url, "MEMCHAT_UPSTREAM_API_KEY": "x",
+            "MEMCHAT_API_KEYS": API_KEYS, "MEMCHAT_EMBEDDER": "none", **extra}
+
+
+def openai_requests(families: list) -> float:
+    return sum(s.value for f in families if f.name == "memchat_http_requests" for s in f.samples
+               if s.name == "memchat_http_requests_total" and s.labels["surface"] == "openai")
+
+
+def served_by(multiproc_dir: Path) -> dict[str, float]:
+    """OpenAI-surface requests per worker file, read from the multiprocess directory (not through /metrics)."""
+    out: dict[str, float] = {}
+    for path in glob.glob(str(multiproc_dir / "counter_*.db")):
+        out[os.path.basename(path)] = openai_requests(list(MultiProcessCollector.merge([path])))
+    return out
+
+
+def test_one_scrape_covers_both_workers(tmp_path: Path, clean_fake: FakeUpstream) -> None:
+    clean_fake.add_rule(match="hello there", tokens=5, token_delay=0.05)
+    data = tmp_path / "data"
+    with MemchatServer(data, env=env_for(clean_fake), workers=2) as srv:
+        multiproc = data / "prometheus-multiproc"
+        assert multiproc.is_dir()
+        sent = 0
+
+        def one(_: int) -> int:
+            resp = httpx2.post(f"{srv.url}/v1/chat/completions", json=CHAT, headers=H1, timeout=30)
+            return resp.status_code
+
+        with ThreadPoolExecutor(8) as pool:
+            for _ in range(6):  # concurrent streams land on both workers; keep going until they have
+                statuses = list(pool.map(one, range(8)))
+                assert statuses == [200] * 8
+                sent += 8
+                if sum(1 for n in served_by(multiproc).values() if n > 0) >= 2:
+                    break
+        per_worker = served_by(multiproc)
+        assert sum(1 for n in per_worker.values() if n > 0) >= 2, per_worker
+        families = list(text_string_to_metric_families(httpx2.get(f"{srv.url}/metrics", timeout=10).text))
+        assert openai_requests(families) == sent
+        names = {f.name for f in families}
+        for name in ("memchat_http_request_duration_seconds", "memchat_upstream_ttft_seconds",
+                     "memchat_added_ttft_seconds", "memchat_stream_chunks", "memchat_commits",
+                     "memchat_conversations_pending", "memchat_turnlog_rows_written"):
+            assert name in names, name
+        ttft = next(f for f in families if f.name == "memchat_upstream_ttft_seconds")
+        count = sum(s.value for s in ttft.samples if s.name.endswith("_count") and s.labels["surface"] == "openai")
+        assert count == sent
+        rows = next(f for f in families if f.name == "memchat_turnlog_rows_written")
+        assert sum(s.value for s in rows.samples if s.name.endswith("_total")) == sent
+        # a gauge reports one figure for the server, not one per worker
+        pending = next(f for f in families if f.name == "memchat_conversations_pending")
+        assert len(pending.samples) == 1 and "pid" not in pending.samples[0].labels
+
+
+def test_request_id_travels_and_is_logged(tmp_path: Path, clean_fake: FakeUpstream) -> None:
+    env = env_for(clean_fake, MEMCHAT_LOG_FORMAT="json")
+    with MemchatServer(tmp_path / "data", env=env, log_level="info") as srv:
+        resp = httpx2.post(f"{srv.url}/v1/chat/completions", json=CHAT, headers={**H1, "x-request-id": "rid-abc.123"},
+                           timeout=30)
+        assert resp.status_code == 200 and resp.headers["x-request-id"] == "rid-abc.123"
+        upstream = clean_fake.requests("/chat/completions")[-1]
+        assert upstream["headers"].get("x-request-id") == "rid-abc.123"
+        # an unusable id (spaces, too long) is replaced; every response carries one, errors too
+        for bad in ("has spaces", "x" * 200):
+            resp = httpx2.get(f"{srv.url}/v1/models", headers={"x-request-id": bad})
+            assert resp.status_code == 401 and resp.headers["x-request-id"] not in (bad, "")
+        missing = httpx2.get(f"{srv.url}/no/such/route")
+        assert missing.status_code == 404 and len(missing.headers["x-request-id"]) == 32
+        srv.stop()
+        lines = [json.loads(line) for line in srv.log_text().splitlines() if line.startswith("{")]
+    access = [x for x in lines if x["logger"] == "memchat.access" and x["request_id"] == "rid-abc.123"]
+    assert len(access) == 1, lines[-10:]
+    line = access[0]
+    assert line["status"] == 200 and line["surface"] == "openai" and line["org_id"] == "org1"
+    assert line["path"] == "/v1/chat/completions" and line["duration_ms"] > 0
+    assert {"time", "level", "message"} <= line.keys()
+    assert not any(KEY_ORG1 in json.dumps(x) for x in lines)  # never a key
+    assert any(x["logger"] == "memchat.access" and x["status"] == 404 for x in lines)
+
+
+def test_websocket_handshake_returns_the_request_id(server: MemchatServer) -> None:
+    from websockets.sync.client import connect
+
+    url = server.url.replace("http://", "ws://") + "/ws/chat"
+    with connect(url, additional_headers={**H1, "x-request-id": "ws-rid-1"}) as socket:
+        assert socket.response.headers["x-request-id"] == "ws-rid-1"
+        assert json.loads(socket.recv(timeout=10))["type"] == "ready"
+
+
+def test_bad_log_format_is_a_clear_startup_error(tmp_path: Path) -> None:
+    env = {"PATH": "/usr/bin:/bin", "MEMCHAT_LOG_FORMAT": "xml"}
+    done = subprocess.run([sys.executable, "-m", "app", "serve", "--data-dir", str(tmp_path / "d"), "--port", "1"],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=60, env=env)
+    assert done.returncode == 2
+    assert "MEMCHAT_LOG_FORMAT must be one of ['json', 'text'], got 'xml'" in done.stderr
