@@ -96,7 +96,7 @@ def chat_requests(fake: FakeUpstream) -> list[dict[str, Any]]:
 
 
 async def test_reply_streams_token_by_token(web: MemchatServer, fake: FakeUpstream, namespace: str) -> None:
-    fake.add_rule(match="stream to me", reply="alpha beta gamma delta", token_delay=0.1)
+    fake.add_rule(match="stream to me", reply="alpha beta gamma delta", token_delay=0.3)
     ws = await open_socket(web)
     async with ws:
         await ws.send(json.dumps({"type": "message", "content": "please stream to me", "namespace": namespace}))
@@ -108,7 +108,8 @@ async def test_reply_streams_token_by_token(web: MemchatServer, fake: FakeUpstre
     assert kinds[:2] == ["start", "refs"] and kinds[-1] == "done" and set(kinds[2:-1]) == {"token"}, kinds
     assert tokens(messages) == "alpha beta gamma delta"
     token_times = [t for t, m in arrivals if m["type"] == "token"]
-    assert len(token_times) == 4 and token_times[-1] - token_times[0] > 0.2  # forwarded as they arrived
+    # forwarded as they arrived: 0.9 s of token delays upstream, so a buffered reply would arrive at once
+    assert len(token_times) == 4 and token_times[-1] - token_times[0] > 0.5
     start, refs, done = messages[0], messages[1], messages[-1]
     assert start["chat_id"] and start["namespace"] == namespace and start["commit_after"] == DEFAULT_COMMIT_AFTER
     assert refs["refs"] == [] and refs["chat_id"] == start["chat_id"]
