@@ -47,6 +47,7 @@ from app.turns.turnlog import TurnLog
 log = logging.getLogger("memchat.services")
 
 GAUGE_INTERVAL = 1.0  # seconds between gauge samples (with several workers, how stale another's may be)
+LOOP_PROBE_PERIOD = 0.25  # seconds between event-loop lag probes
 FORGET_GRACE = 0.5  # seconds after one journal flush interval before a forget's second pass
 
 
@@ -162,6 +163,7 @@ class Services:
         await task_group.start(self.scheduler.run)
         await task_group.start(self.sweeper.run)
         task_group.start_soon(self._maintenance_loop)
+        task_group.start_soon(self._loop_lag_probe)
         task_group.start_soon(self._gauge_loop)
         warmup = getattr(self.store.embedder, "warmup", None)
         if warmup is not None:  # load the local model off the request path
@@ -186,6 +188,14 @@ class Services:
         await self.commits.maintain()
         await self.memories.versions.maintain()
         await self.memories.marks.maintain()
+
+    async def _loop_lag_probe(self, period: float = LOOP_PROBE_PERIOD) -> None:
+        """Sleep ``period`` again and again; how late each wake-up comes is the event loop's lag: a
+        callback that holds the loop for 50 ms shows as a 50 ms observation."""
+        while True:
+            started = anyio.current_time()
+            await anyio.sleep(period)
+            self.metrics.loop_lag.observe(max(0.0, anyio.current_time() - started - period))
 
     async def _maintenance_loop(self) -> None:
         interval = self.settings.memory.maintenance_interval

@@ -31,6 +31,7 @@ ADDED_BUCKETS = (0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.
 FAST_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 COMMIT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 COUNT_BUCKETS = (0, 1, 2, 4, 8, 16, 32, 64)
+LAG_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
 T = TypeVar("T")
@@ -141,6 +142,9 @@ class Metrics:
                              "slots.", **gauge)
         self.loop_tasks = Gauge("memchat_event_loop_tasks", "Tasks alive on the workers' event loops (a leak "
                                 "shows here).", **gauge)
+        self.loop_lag = Histogram("memchat_event_loop_lag_seconds", "How late the event loop woke a probe that "
+                                  "sleeps 0.25 s (a request path blocking the loop shows here).",
+                                  buckets=LAG_BUCKETS, registry=r)
         for outcome in ("done", "failed"):
             self.commits.labels(outcome)
         self._meters: dict[str, StreamMeter] = {}

@@ -118,3 +118,18 @@ def test_bad_log_format_is_a_clear_startup_error(tmp_path: Path) -> None:
                           cwd=REPO_ROOT, capture_output=True, text=True, timeout=60, env=env)
     assert done.returncode == 2
     assert "MEMCHAT_LOG_FORMAT must be one of ['json', 'text'], got 'xml'" in done.stderr
+
+
+def test_the_event_loop_lag_probe_reports(server: MemchatServer) -> None:
+    """The probe observes about four times a second from start-up on; nothing here blocks the loop."""
+    import time
+
+    deadline = time.monotonic() + 10
+    count = 0.0
+    while time.monotonic() < deadline and count < 4:
+        families = text_string_to_metric_families(httpx2.get(f"{server.url}/metrics", timeout=10).text)
+        lag = next(f for f in families if f.name == "memchat_event_loop_lag_seconds")
+        count = next(s.value for s in lag.samples if s.name.endswith("_count"))
+        time.sleep(0.5)
+    assert count >= 4
+    assert any(s.name.endswith("_bucket") and s.labels["le"] == "+Inf" for s in lag.samples)
