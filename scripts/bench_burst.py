@@ -1,0 +1,133 @@
+"""A burst of new users: N streams started at once, each in a namespace never seen before, against memchat
+and the bare Litestar + httpx2 passthrough (the floor) in the same run.
+
+The fake upstream answers slowly, as a model does (first token after 100 ms, then ``--tokens`` tokens
+100 ms apart), so the streams overlap fully. Per arm and level: errors, TTFT p50/p99, the p99 gap between
+content chunks, the server's CPU, and -- for memchat -- its event-loop lag during the burst (the
+``memchat_event_loop_lag_seconds`` histogram: observations over 50 ms). Levels run floor, memchat,
+floor, memchat, ... so both meet the same machine.
+
+    .venv/bin/python scripts/bench_burst.py                     # 100, 300, 500 streams
+    .venv/bin/python scripts/bench_burst.py --levels 500 --workers 2
+    .venv/bin/python scripts/bench_burst.py --quick             # 50, 100
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
+
+import httpx2
+from bench_common import (  # noqa: I001 (scripts import their siblings by name)
+    API_KEY,
+    CpuMeter,
+    FloorProxy,
+    Memchat,
+    RawClient,
+    chat_body,
+    load_now,
+    machine_line,
+    md_table,
+    memchat_env,
+    pct,
+    stop_all,
+    write_section,
+)
+
+from app.testkit import FakeUpstream
+from app.testkit.sse import StreamResult
+
+PATH = "/v1/chat/completions"
+
+
+async def burst(host: str, port: int, path_of, n: int, timeout: float) -> list[StreamResult]:
+    """``n`` connections, each one streaming request, all sent at once; ``path_of(i)`` gives its path."""
+    results = [StreamResult(start=0.0) for _ in range(n)]
+    headers = {"authorization": f"Bearer {API_KEY}", "content-type": "application/json"}
+
+    async def one(i: int) -> None:
+        client = RawClient(host, port, headers)
+        try:
+            results[i].start = time.perf_counter()
+            await client.stream(path_of(i), chat_body(f"hello, I am new user {i}"), timeout=timeout, res=results[i])
+        except Exception as exc:  # noqa: BLE001 - counted as an error of this stream
+            results[i].error = results[i].error or repr(exc)
+        finally:
+            await client.close()
+
+    await asyncio.gather(*(one(i) for i in range(n)))
+    return results
+
+
+def lag_over(url: str, threshold: float = 0.05) -> tuple[float, float]:
+    """(observations of the loop-lag probe so far, of which over ``threshold`` seconds)."""
+    families = text_string_to_metric_families(httpx2.get(f"{url}/metrics", timeout=30).text)
+    lag = next(f for f in families if f.name == "memchat_event_loop_lag_seconds")
+    total = next(s.value for s in lag.samples if s.name.endswith("_count"))
+    under = max((s.value for s in lag.samples if s.name.endswith("_bucket") and s.labels["le"] != "+Inf"
+                 and float(s.labels["le"]) <= threshold), default=0.0)
+    return total, total - under
+
+
+def summarise(results: list[StreamResult]) -> dict[str, float]:
+    ok = [r for r in results if r.ok]
+    gaps = [g for r in ok for g in r.gaps()]
+    ttfts = [r.ttft for r in ok if r.ttft is not None]
+    return {"errors": len(results) - len(ok), "ttft50": pct(ttfts, 50) * 1000, "ttft99": pct(ttfts, 99) * 1000,
+            "gap99": pct(gaps, 99) * 1000}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--levels", default="100,300,500")
+    parser.add_argument("--tokens", type=int, default=30)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--no-docs", action="store_true")
+    args = parser.parse_args()
+    levels = [50, 100] if args.quick else [int(x) for x in args.levels.split(",")]
+    load_before = load_now()
+    tmp = Path(tempfile.mkdtemp(prefix="memchat-burst-"))
+    fake = FakeUpstream("--tokens", str(args.tokens), "--no-record").start()
+    fake.set_config(tokens=args.tokens, first_token_delay=0.1, token_delay=0.1)
+    floor = FloorProxy(fake.base_url).start()
+    mc = Memchat(tmp / "data", env=memchat_env(fake.base_url, "local"), workers=args.workers).start()
+    rows = []
+    try:
+        for n in levels:
+            for name, server in (("floor", floor), ("memchat", mc)):
+                meter = CpuMeter(server.pid)
+                lag0 = lag_over(server.url) if name == "memchat" else (0.0, 0.0)
+                run = uuid.uuid4().hex[:6]
+                path_of = (lambda i: PATH) if name == "floor" else (
+                    lambda i, run=run: f"/v1/memory/chat/completions?namespace=new-{run}-{i}")
+                results = asyncio.run(burst("127.0.0.1", server.port, path_of, n, timeout=120))
+                cpu = meter.stop()
+                s = summarise(results)
+                lag = lag_over(server.url) if name == "memchat" else (0.0, 0.0)
+                rows.append([n, name, int(s["errors"]), f"{s['ttft50']:.0f}", f"{s['ttft99']:.0f}", f"{s['gap99']:.0f}",
+                             f"{sum(cpu['procs'].values()):.1f}", f"{cpu['foreign_cores']:.2f}",
+                             "—" if name == "floor" else f"{int(lag[1] - lag0[1])} of {int(lag[0] - lag0[0])}"])
+                print(" | ".join(str(c) for c in rows[-1]), flush=True)
+                time.sleep(2)
+    finally:
+        stop_all(mc, floor, fake)
+    table = md_table(["streams", "arm", "errors", "TTFT p50 ms", "TTFT p99 ms", "p99 gap ms", "server CPU s",
+                      "other processes, cores", "loop-lag probes > 50 ms"], rows)
+    body = (f"```\n.venv/bin/python scripts/bench_burst.py {'--quick' if args.quick else '--levels ' + args.levels}"
+            f"{' --workers ' + str(args.workers) if args.workers > 1 else ''}\n```\n\n{machine_line()}; load average "
+            f"before {load_before}, after {load_now()}. Upstream: first token after 100 ms, then {args.tokens} tokens "
+            f"100 ms apart. Each memchat stream is a new namespace; memchat has {args.workers} worker(s).\n\n{table}\n")
+    print(body)
+    if not args.no_docs:
+        write_section("Burst of new users", body)
+
+
+if __name__ == "__main__":
+    main()
