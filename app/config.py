@@ -32,6 +32,7 @@ class UpstreamSettings(msgspec.Struct, frozen=True):
     timeout: float = 600.0
     connect_timeout: float = 10.0
     max_connections: int = 1000
+    http_client: str = "aiohttp"  # the SDK's transport: "aiohttp" (the openai[aiohttp] extra) or "httpx" (httpx2)
 
     @property
     def offline(self) -> bool:
@@ -227,6 +228,7 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
             api_key=api_key,
             timeout=_positive(env, "MEMCHAT_UPSTREAM_TIMEOUT", 600.0),
             connect_timeout=_positive(env, "MEMCHAT_UPSTREAM_CONNECT_TIMEOUT", 10.0),
+            http_client=_choice(env, "MEMCHAT_UPSTREAM_HTTP_CLIENT", "aiohttp", {"httpx", "aiohttp"}),
         ),
         store=StoreSettings(
             data_dir=Path(env.get("MEMCHAT_DATA_DIR", "data")),

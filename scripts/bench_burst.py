@@ -89,6 +89,8 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=30)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--aiohttp", action="store_true", help="also memchat with MEMCHAT_UPSTREAM_HTTP_CLIENT=aiohttp "
+                        "(the openai SDK's aiohttp transport; needs the openai[aiohttp] extra)")
     parser.add_argument("--no-docs", action="store_true")
     args = parser.parse_args()
     levels = [50, 100] if args.quick else [int(x) for x in args.levels.split(",")]
@@ -98,30 +100,34 @@ def main() -> None:
     fake.set_config(tokens=args.tokens, first_token_delay=0.1, token_delay=0.1)
     floor = FloorProxy(fake.base_url).start()
     mc = Memchat(tmp / "data", env=memchat_env(fake.base_url, "local"), workers=args.workers).start()
+    arms = [("floor", floor), ("memchat", mc)]
+    if args.aiohttp:
+        arms.append(("memchat-aiohttp", Memchat(tmp / "data-aiohttp", workers=args.workers, env=memchat_env(
+            fake.base_url, "local", MEMCHAT_UPSTREAM_HTTP_CLIENT="aiohttp")).start()))
     rows = []
     try:
         for n in levels:
-            for name, server in (("floor", floor), ("memchat", mc)):
+            for name, server in arms:
                 meter = CpuMeter(server.pid)
-                lag0 = lag_over(server.url) if name == "memchat" else (0.0, 0.0)
+                lag0 = lag_over(server.url) if name != "floor" else (0.0, 0.0)
                 run = uuid.uuid4().hex[:6]
                 path_of = (lambda i: PATH) if name == "floor" else (
                     lambda i, run=run: f"/v1/memory/chat/completions?namespace=new-{run}-{i}")
                 results = asyncio.run(burst("127.0.0.1", server.port, path_of, n, timeout=120))
                 cpu = meter.stop()
                 s = summarise(results)
-                lag = lag_over(server.url) if name == "memchat" else (0.0, 0.0)
+                lag = lag_over(server.url) if name != "floor" else (0.0, 0.0)
                 rows.append([n, name, int(s["errors"]), f"{s['ttft50']:.0f}", f"{s['ttft99']:.0f}", f"{s['gap99']:.0f}",
                              f"{sum(cpu['procs'].values()):.1f}", f"{cpu['foreign_cores']:.2f}",
                              "—" if name == "floor" else f"{int(lag[1] - lag0[1])} of {int(lag[0] - lag0[0])}"])
                 print(" | ".join(str(c) for c in rows[-1]), flush=True)
                 time.sleep(2)
     finally:
-        stop_all(mc, floor, fake)
+        stop_all(*(server for _, server in reversed(arms)), fake)
     table = md_table(["streams", "arm", "errors", "TTFT p50 ms", "TTFT p99 ms", "p99 gap ms", "server CPU s",
                       "other processes, cores", "loop-lag probes > 50 ms"], rows)
     body = (f"```\n.venv/bin/python scripts/bench_burst.py {'--quick' if args.quick else '--levels ' + args.levels}"
-            f"{' --workers ' + str(args.workers) if args.workers > 1 else ''}\n```\n\n{machine_line()}; load average "
+            f"{' --workers ' + str(args.workers) if args.workers > 1 else ''}{' --aiohttp' if args.aiohttp else ''}\n```\n\n{machine_line()}; load average "
             f"before {load_before}, after {load_now()}. Upstream: first token after 100 ms, then {args.tokens} tokens "
             f"100 ms apart. Each memchat stream is a new namespace; memchat has {args.workers} worker(s).\n\n{table}\n")
     print(body)

@@ -268,6 +268,8 @@ def memchat_env(upstream_base: str, embedder: str = "local", **extra: str) -> di
         "MEMCHAT_COMMIT_AFTER": "86400",
         "MEMCHAT_EXTRACTOR": "heuristic",
     }
+    if os.environ.get("MEMCHAT_UPSTREAM_HTTP_CLIENT"):  # compare the upstream transports: set it for the bench
+        env["MEMCHAT_UPSTREAM_HTTP_CLIENT"] = os.environ["MEMCHAT_UPSTREAM_HTTP_CLIENT"]
     env.update(extra)
     return env
 

@@ -40,13 +40,20 @@ def _mapped_status(status: int, message: str, body: Any) -> UpstreamError:
     return UpstreamError(message, status_code=status, body=body)
 
 
+def _refused(exc: BaseException) -> bool:
+    """The SDK's aiohttp transport reports a refused or failed connection as ``ConnectTimeout`` (its error map
+    prefers the base class); the aiohttp error it wraps carries the real ``os_error``."""
+    os_error = getattr(exc.__cause__, "os_error", None)
+    return isinstance(os_error, OSError) and not isinstance(os_error, TimeoutError)
+
+
 def translate_error(exc: BaseException) -> UpstreamError:
     """Map SDK / transport exceptions to memchat's ``UpstreamError`` family."""
     if isinstance(exc, UpstreamError):
         return exc
     if isinstance(exc, openai.APIStatusError):
         return _mapped_status(exc.status_code, exc.message, exc.body)
-    if isinstance(exc, (openai.APITimeoutError, httpx2.TimeoutException, TimeoutError)):
+    if isinstance(exc, (openai.APITimeoutError, httpx2.TimeoutException, TimeoutError)) and not _refused(exc):
         return UpstreamTimeout()
     if isinstance(exc, openai.APIConnectionError | httpx2.HTTPError | httpx2.StreamError | OSError):
         return UpstreamError(f"could not reach the upstream model: {type(exc).__name__}", status_code=502)
@@ -126,13 +133,12 @@ class UpstreamClient:
     def __init__(self, settings: UpstreamSettings) -> None:
         self.settings = settings
         timeout = httpx2.Timeout(settings.timeout, connect=settings.connect_timeout)
-        self._http = httpx2.AsyncClient(
-            timeout=timeout,
-            limits=httpx2.Limits(
-                max_connections=settings.max_connections,
-                max_keepalive_connections=min(settings.max_connections, 200),
-            ),
-        )
+        limits = httpx2.Limits(max_connections=settings.max_connections,
+                               max_keepalive_connections=min(settings.max_connections, 200))
+        # The SDK's own aiohttp transport (``openai[aiohttp]``) is an option: same client API, aiohttp's
+        # connection pool underneath (docs/benchmarks.md, "Burst of new users", compares the two).
+        client_class = openai.DefaultAioHttpClient if settings.http_client == "aiohttp" else httpx2.AsyncClient
+        self._http = client_class(timeout=timeout, limits=limits)
         # The proxy never retries on its own: the caller's SDK has its own retry policy, and a silent
         # retry would double-bill and stall a stream.
         self.sdk = openai.AsyncOpenAI(

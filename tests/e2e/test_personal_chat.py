@@ -104,6 +104,8 @@ def chat_requests(fake: FakeUpstream) -> list[dict]:
 
 
 def test_seed_streaming_example(personal: MemchatServer, fake: FakeUpstream, namespace: str) -> None:
+    fake.reset()
+    fake.add_rule(match="beach", token_delay=0.02)  # tokens arrive apart, as from a model: one frame each
     *frames, done = seed_stream(personal, namespace)
     assert done == "[DONE]"
     assert all("token" in f for f in frames)  # a naive json.loads(line[6:])["token"] client never breaks

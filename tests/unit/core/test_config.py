@@ -179,3 +179,10 @@ def test_a_port_above_65535_is_rejected() -> None:
 def test_a_blank_choice_means_the_default(name: str) -> None:
     assert Settings.from_env({name: ""}) == Settings.from_env({})
     assert Settings.from_env({name: "  "}) == Settings.from_env({})
+
+
+def test_the_upstream_transport_is_aiohttp_unless_told() -> None:
+    assert Settings.from_env({}).upstream.http_client == "aiohttp"
+    assert Settings.from_env({"MEMCHAT_UPSTREAM_HTTP_CLIENT": "HTTPX"}).upstream.http_client == "httpx"
+    with pytest.raises(ConfigError, match="MEMCHAT_UPSTREAM_HTTP_CLIENT"):
+        Settings.from_env({"MEMCHAT_UPSTREAM_HTTP_CLIENT": "curl"})

@@ -22,3 +22,25 @@ def test_errors_about_the_request_pass_through() -> None:
     assert responses_unsupported(limited) is limited
     broken = UpstreamError("upstream error (500)", status_code=502)
     assert responses_unsupported(broken) is broken
+
+
+def test_a_refused_connection_through_the_aiohttp_transport_is_a_502_not_a_timeout() -> None:
+    import asyncio
+
+    import httpx2
+    import openai
+
+    from app.llm.upstream import translate_error
+
+    async def refused() -> BaseException:
+        client = openai.DefaultAioHttpClient(timeout=httpx2.Timeout(5))
+        try:
+            await client.get("http://127.0.0.1:1/v1/models")
+        except Exception as exc:  # noqa: BLE001 - the error is what this test looks at
+            return exc
+        finally:
+            await client.aclose()
+        raise AssertionError("port 1 answered")
+
+    error = translate_error(asyncio.run(refused()))
+    assert error.status_code == 502 and "could not reach" in error.message
