@@ -165,7 +165,19 @@ _ADDRESSED = re.compile(r"\b(?:you|your|yours|yourself|u|ur)\b", re.I)
 _CONVERSATIONAL = re.compile(
     r"^(?:here's|here is|here are|below is|attached is|following is)\b|\bwhat i (?:asked|meant|said|wanted)\b|"
     r"^i (?:don't|do not) (?:think|know (?:what|why|if|whether|about|which|where))\b|"
-    r"^i(?:'m| am) not sure\b|^i (?:got it|get it|see|understand)\b",
+    r"^i(?:'m| am) not sure\b|^i (?:got it|get it|see|understand)(?:\s+(?:now|then|thanks|thank you))?\s*(?:[,.!;:-]|$)",
+    re.I,
+)
+# A first-person statement with its subject dropped, as chat is written ("Took a trip to Oslo.", "Been
+# learning the cello.", "Just finished my thesis."): the sentence opens with a past-tense verb (a regular
+# -ed form or a common irregular one), optionally after an adverb of time.
+_DROPPED_SUBJECT = re.compile(
+    r"^(?:(?:just|finally|recently|already|also|then|today|yesterday|last \w+|this \w+)\s+)?"
+    r"(?:(?!(?:based|related|called|named|supposed|used|need|indeed|speed|seed|feed|bed|red|shed|bleed|proceed)\b)"
+    r"[a-z]{2,}ed|took|went|got|made|had|saw|bought|found|met|been|began|started|finished|spent|came|left|"
+    r"moved|sold|won|lost|ran|wrote|read|built|brought|caught|taught|thought|felt|kept|drove|flew|gave|"
+    r"heard|held|paid|sent|sat|slept|spoke|stood|swam|threw|wore|ate|drank|broke|chose|forgot|grew|hit|"
+    r"knew|led|quit|rode|sang|sold|told|understood|woke|won)\s+\w",
     re.I,
 )
 _CALL_ME = re.compile(r"^(?:please\s+)?call me\b", re.I)
@@ -200,7 +212,7 @@ def drop_reason(sentence: str, *, has_attributes: bool = False) -> str | None:
         return None
     if _ADDRESSED.search(s):
         return "addressed to the assistant"
-    if not _FIRST_PERSON.search(s):
+    if not _FIRST_PERSON.search(s) and not _DROPPED_SUBJECT.match(s):
         return "not about the user"
     if len(words) + sum(1 for w in words if "'" in w and not w.endswith("'s")) < 3:
         return "too short"  # contractions count twice: "I'm vegan." is kept, "My bad." is not
