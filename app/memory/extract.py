@@ -136,16 +136,21 @@ class HeuristicExtractor:
 
     def extract_sync(self, turns: Sequence[ConversationTurn], existing: Sequence[Memory]) -> list[ExtractedFact]:
         candidates: list[_Candidate] = []
+        asked = False  # the assistant's previous message asked something: the user's reply answers it
         for turn in sorted(turns, key=lambda t: t.seq):
             day = as_utc(turn.created_at).date()
+            kept_previous = False
             for sentence in H.user_sentences(turn.user):
                 cleaned = H.clean_sentence(sentence)
                 attrs = attributes(cleaned)
-                if H.drop_reason(cleaned, has_attributes=bool(attrs)) is not None:
+                kept_previous = H.drop_reason(cleaned, has_attributes=bool(attrs), answering=asked,
+                                              continuing=kept_previous) is None
+                if not kept_previous:
                     continue
                 text, dates = resolve_relative_dates(cleaned, day)
                 entities = H.dedupe(H.extract_entities(cleaned) + dates)
                 candidates.append(_Candidate(H.finalize(text), entities, turn.turn_id, attrs))
+            asked = "?" in turn.assistant
         # Within one conversation a later statement of the same attribute wins ("I live in Paris. ...
         # Actually I just moved to Lyon."): drop an earlier fact whose every attribute is restated differently.
         kept: list[_Candidate] = []

@@ -144,8 +144,9 @@ _CHITCHAT = re.compile(
     r"just curious|just asking|kidding|joking|tired|hungry|sleepy|bored|busy|so tired|exhausted)|i am (?:fine|good|ok|okay|great|well|sorry|not sure)|"
     r"i (?:agree|understand|know|guess|guess so|think so|hope so|dunno|don't know|do not know|see what you mean|"
     r"love it|like it|like that|love that|love this|like this|appreciate it|appreciate that|mean)|me too|"
-    r"my bad|my pleasure|no problem|no worries|you too|same here)"
-    r"(?:[\s,]+(?:thanks|thank you|too|now|today|lol|haha|then|a lot|so much|again|man|dude|buddy))*$",
+    r"my bad|my pleasure|no problem|no worries|you too|same here|all good|that's (?:all|it)|nothing else|"
+    r"not really|not yet|not at all|of course|no thanks)"
+    r"(?:[\s,]+(?:thanks|thank you|too|now|for now|today|lol|haha|then|a lot|so much|again|man|dude|buddy))*$",
     re.I,
 )
 _META = re.compile(
@@ -184,8 +185,29 @@ _CALL_ME = re.compile(r"^(?:please\s+)?call me\b", re.I)
 _HYPOTHETICAL = re.compile(r"^(?:if|imagine|suppose|supposing|pretend|assuming|what if|let's say)\b|\bif i were\b", re.I)
 
 
-def drop_reason(sentence: str, *, has_attributes: bool = False) -> str | None:
-    """Why ``sentence`` (already `clean_sentence`-ed) is not a durable user fact, or None to keep it."""
+_VOCATIVE = re.compile(r"^[A-Z][\w'-]*\s*,\s*|\s*,\s*[A-Z][\w'-]*\s*[.!?]*$")
+_THIRD_PERSON_START = re.compile(r"^(?:he|she|they|it|his|her|their|its|this|that|these|those|there)\b", re.I)
+_NUMBER = re.compile(r"\d")
+
+
+def _named_fact(sentence: str, words: list[str]) -> bool:
+    """A statement about someone or something named, or with a number ("Her dog Daisy is a Labrador.",
+    "There were 7 people there."): a proper name or a number outside a vocative ("Thanks, Dave")."""
+    if len(words) < 4:
+        return False
+    body = _VOCATIVE.sub(" ", sentence)
+    first = body.split()[0].strip(",.!?;:") if body.split() else ""
+    # A lone capitalised first word is weak evidence of a name ("Traffic was bad.", "Based on that, ...").
+    names = [e for e in extract_entities(body) if not ISO_DATE.fullmatch(e) and e != first]
+    return bool(_NUMBER.search(body)) or bool(names)
+
+
+def drop_reason(sentence: str, *, has_attributes: bool = False, answering: bool = False,
+                continuing: bool = False) -> str | None:
+    """Why ``sentence`` (already `clean_sentence`-ed) is not a durable user fact, or None to keep it.
+    ``answering``: the assistant's message before it asked a question (a declarative answer is about the
+    user even without "I"); ``continuing``: the sentence before it in the message was kept (a "she"/"it"
+    sentence goes on about the same thing)."""
     s = sentence.strip()
     words = [w.lower() for w in _WORD.findall(s)]
     if not words:
@@ -213,7 +235,10 @@ def drop_reason(sentence: str, *, has_attributes: bool = False) -> str | None:
     if _ADDRESSED.search(s):
         return "addressed to the assistant"
     if not _FIRST_PERSON.search(s) and not _DROPPED_SUBJECT.match(s):
-        return "not about the user"
+        answer = answering and len(words) >= 3
+        more = continuing and len(words) >= 4 and bool(_THIRD_PERSON_START.match(s))
+        if not (answer or more or _named_fact(s, words)):
+            return "not about the user"
     if len(words) + sum(1 for w in words if "'" in w and not w.endswith("'s")) < 3:
         return "too short"  # contractions count twice: "I'm vegan." is kept, "My bad." is not
     return None
