@@ -7,8 +7,12 @@ Documented choices:
   normalisation: leading fillers/greetings stripped ("Oh, by the way, ..."), a lone ``i`` capitalised,
   first letter capitalised, terminal punctuation normalised to ``.``, and relative dates annotated.
   Verbatim first-person text retrieves best against first-person queries ("where do I live?").
-* **Which sentences are facts** (`drop_reason`): a first-person statement (I / my / we / our / me ...)
-  of at least 3 words (a contraction counts as two) that is not a question (``?`` or interrogative
+* **Which sentences are facts** (`drop_reason`): a statement about the user -- first person (I / my /
+  we / our / me ...), or first person with the subject dropped ("Took a trip to Oslo.", "Been learning
+  the cello."), or, without either, a statement naming someone or something (a name not at the sentence
+  start and not a vocative such as "Thanks, Dave") or giving a number, a declarative answer to a question
+  the assistant's previous message asked, or a he/she/it/they sentence going on about the kept sentence
+  before it in the same message -- of at least 3 words (a contraction counts as two) that is not a question (``?`` or interrogative
   opening), greeting or chit-chat, request to the assistant (imperative opening, "can you", "I want you
   to", "let's"), talk about the conversation ("I meant ...", "here's my code", "I'm not sure"), addressed
   to the assistant ("you"/"your"), or hypothetical ("if ...", "imagine ..."). A sentence that states one
