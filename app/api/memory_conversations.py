@@ -1,9 +1,9 @@
 """``POST /api/v1/memory/conversations``: import past conversations, with the times their turns were said.
 
-Body: one conversation ``{"chat_id"?, "turns": [{"user", "assistant", "createdAt"?}, ...]}``, a JSON
-array of them, or JSON Lines (one per line). The whole body is validated before anything is recorded
+Body: one conversation ``{"chat_id"?, "turns": [{"user", "assistant", "createdAt"?}, ...]}``, or JSON
+Lines (one per line). The whole body is validated before anything is recorded
 (422 ``detail``, ``loc`` ``["body", "turns", 3, "createdAt"]`` for a single object, ``["body", <index>,
-...]`` for an array or JSON Lines). The work is `ChatService.import_conversations`'.
+...]`` for JSON Lines). The work is `ChatService.import_conversations`'.
 """
 
 from __future__ import annotations
@@ -19,13 +19,14 @@ from litestar.params import Parameter
 from app.api import memory_models as M
 from app.api.deps import provide_principal, provide_services
 from app.api.memories import Namespace, _operation, check_namespace
+from app.api.memory_transfer import DATETIME_PATTERN
 from app.auth import Principal
 from app.errors import InvalidRequest
-from app.memory.limits import is_blank
+from app.memory.limits import NONBLANK, is_blank
 from app.services import Services
-from app.tenancy import MAX_CHAT_ID_LENGTH, has_control
-from app.times import as_utc, utcnow
-from app.turns.imports import EARLIEST, FUTURE_SLACK, PastTurn
+from app.tenancy import MAX_CHAT_ID_LENGTH, NAMESPACE_PATTERN, has_control
+from app.times import as_utc
+from app.turns.imports import EARLIEST_YEAR, PastTurn
 
 MAX_BODY_BYTES = 16 * 1024 * 1024
 MAX_TEXT_CHARS = 100_000          # per message, as a personal-chat prompt
@@ -36,7 +37,9 @@ MAX_COMMIT_AFTER = 30 * 24 * 3600
 JSONL = "application/x-ndjson"
 
 Text = Annotated[str, msgspec.Meta(max_length=MAX_TEXT_CHARS)]
-When = Annotated[datetime, msgspec.Meta(extra_json_schema={"format": "date-time"})]
+When = Annotated[datetime, msgspec.Meta(extra_json_schema={"format": "date-time", "pattern": DATETIME_PATTERN})]
+# "user or assistant not blank", for the published schema (the handler checks it itself)
+_SOME_TEXT = {"anyOf": [{"required": [f], "properties": {f: {"pattern": NONBLANK}}} for f in ("user", "assistant")]}
 
 
 class TurnIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -51,8 +54,10 @@ class TurnIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 class ConversationIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """A past conversation; ``chat_id`` continues that conversation (after its last turn) or names a new one."""
 
-    turns: Annotated[list[TurnIn], msgspec.Meta(min_length=1, max_length=MAX_TURNS_PER_CONVERSATION)]
-    chat_id: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_CHAT_ID_LENGTH)] | None = None
+    turns: Annotated[list[Annotated[TurnIn, msgspec.Meta(extra_json_schema=_SOME_TEXT)]],
+                     msgspec.Meta(min_length=1, max_length=MAX_TURNS_PER_CONVERSATION)]
+    chat_id: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_CHAT_ID_LENGTH,
+                                         pattern=NAMESPACE_PATTERN)] | None = None
 
 
 class ImportedConversation(msgspec.Struct):
@@ -67,7 +72,7 @@ class ConversationsOut(msgspec.Struct):
 
 
 BODY = {
-    "application/json": {"oneOf": [M.schema_of(ConversationIn), M.schema_of(list[ConversationIn])]},
+    "application/json": M.schema_of(ConversationIn),
     JSONL: {"type": "string", "description": "JSON Lines: one conversation object per line."},
 }
 
@@ -92,10 +97,10 @@ def _unicode(value: str, loc: tuple[str | int, ...]) -> None:
         raise _bad(loc, "not valid Unicode (lone surrogate)") from None
 
 
-def _check(conv: ConversationIn, loc: tuple[str | int, ...], now: datetime) -> tuple[str | None, list[PastTurn]]:
+def _check(conv: ConversationIn, loc: tuple[str | int, ...]) -> tuple[str | None, list[PastTurn]]:
     if conv.chat_id is not None:
         _unicode(conv.chat_id, (*loc, "chat_id"))
-        if has_control(conv.chat_id) or not conv.chat_id.strip():
+        if has_control(conv.chat_id):
             raise _bad((*loc, "chat_id"), f"chat_id must be 1-{MAX_CHAT_ID_LENGTH} printable characters")
     turns = []
     for i, turn in enumerate(conv.turns):
@@ -105,24 +110,20 @@ def _check(conv: ConversationIn, loc: tuple[str | int, ...], now: datetime) -> t
         if is_blank(turn.user) and is_blank(turn.assistant):
             raise _bad(where, "a turn needs a non-empty user or assistant message", "missing")
         created = as_utc(turn.createdAt) if turn.createdAt is not None else None
-        if created is not None and not EARLIEST <= created <= now + FUTURE_SLACK:
-            raise _bad((*where, "createdAt"), "createdAt must lie between 1970-01-01 and now")
+        if created is not None and turn.createdAt.year < EARLIEST_YEAR:  # type: ignore[union-attr]
+            raise _bad((*where, "createdAt"), f"createdAt must be in the years {EARLIEST_YEAR}-9999")
         turns.append(PastTurn(user=turn.user, assistant=turn.assistant, created_at=created))
     return conv.chat_id, turns
 
 
 def parse_conversations(body: bytes) -> list[tuple[str | None, list[PastTurn]]]:
-    """Validate a whole body (one object, an array, or JSON Lines); raises `InvalidRequest` (-> 422)."""
+    """Validate a whole body (one object or JSON Lines); raises `InvalidRequest` (-> 422)."""
     text = body.strip()
     if not text:
         raise _bad((), "request body is required", "missing")
     items: list[tuple[tuple[str | int, ...], Any]]
     try:
-        data = msgspec.json.decode(text)
-        if isinstance(data, list):
-            items = [((i,), obj) for i, obj in enumerate(data)]
-        else:
-            items = [((), data)]
+        items = [((), msgspec.json.decode(text))]
     except msgspec.DecodeError as exc:
         lines = [ln for ln in text.split(b"\n") if ln.strip()]
         if not text.startswith(b"{") or len(lines) < 2:
@@ -138,8 +139,7 @@ def parse_conversations(body: bytes) -> list[tuple[str | None, list[PastTurn]]]:
         raise _bad((), "no conversation in the body", "missing")
     if len(items) > MAX_CONVERSATIONS:
         raise _bad((), f"at most {MAX_CONVERSATIONS} conversations per request")
-    now = utcnow()
-    parsed = [_check(_convert(obj, loc), loc, now) for loc, obj in items]
+    parsed = [_check(_convert(obj, loc), loc) for loc, obj in items]
     if sum(len(turns) for _, turns in parsed) > MAX_TURNS:
         raise _bad((), f"at most {MAX_TURNS} turns per request")
     return parsed

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import uuid
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 
 import msgspec
 
@@ -24,8 +24,11 @@ from app.turns.conversations import transcript_hash
 from app.turns.turnlog import TurnRecord
 
 INT32_MAX = 2**31 - 1
-EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)  # stated times before this are refused
-FUTURE_SLACK = timedelta(minutes=5)  # clock skew allowed on a stated time
+INT32_MIN = -(2**31)
+# Stated times are accepted in the years 1000-9999 (as the memory import's). The stored ``commit_after``
+# is int32 seconds, so a time more than 68 years ago commits at once whatever the delay asked, and one
+# more than 68 years ahead 68 years before it.
+EARLIEST_YEAR = 1000
 
 
 class PastTurn(msgspec.Struct, frozen=True, kw_only=True):
@@ -53,9 +56,9 @@ def dialog_of_turns(turns: Sequence[TurnRecord]) -> list[tuple[str, str]]:
 
 def deadline_commit_after(created_at: datetime, now: datetime, commit_after: int) -> int:
     """The ``commit_after`` to store so that ``created_at + commit_after`` is ``now + commit_after``
-    (never earlier than now; capped to the column's int32)."""
+    (negative for a time in the future; kept to the column's int32)."""
     age = math.floor((as_utc(now) - as_utc(created_at)).total_seconds())
-    return max(0, min(INT32_MAX, age + commit_after))
+    return max(INT32_MIN, min(INT32_MAX, age + commit_after))
 
 
 def build_records(org_id: str, namespace: str, chat_id: str, prior: Sequence[TurnRecord],

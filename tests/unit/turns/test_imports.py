@@ -26,8 +26,9 @@ def test_deadline_lands_at_now_plus_delay() -> None:
     for delay in (0, 60, 3600):
         stored = deadline_commit_after(THEN, NOW, delay)
         assert NOW + timedelta(seconds=delay - 1) < THEN + timedelta(seconds=stored) <= NOW + timedelta(seconds=delay)
-    assert deadline_commit_after(NOW + timedelta(minutes=3), NOW, 0) == 0  # a little in the future: at once
-    assert deadline_commit_after(datetime(1900, 1, 1, tzinfo=UTC), NOW, 0) == INT32_MAX
+        future = NOW + timedelta(days=400)  # a time in the future: still from now, a negative delay stored
+        assert future + timedelta(seconds=deadline_commit_after(future, NOW, delay)) <= NOW + timedelta(seconds=delay)
+    assert deadline_commit_after(datetime(1900, 1, 1, tzinfo=UTC), NOW, 0) == INT32_MAX  # outside the API's years
 
 
 def test_records_keep_times_order_and_continue_a_conversation() -> None:
