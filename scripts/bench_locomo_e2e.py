@@ -34,6 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import locomo_data as L
+import msgspec
 from bench_locomo import Server, parse_leg, table
 from bench_locomo import score as score_dias
 
@@ -92,7 +93,8 @@ def run_leg(name: str, env: dict[str, str], convs: list[L.Conversation],
                     if any(t["user"] for t in turns):
                         body.append({"chat_id": f"session_{s.number}", "turns": turns})
                         dias.append(d)
-                res, _ = srv.call("/api/v1/memory/conversations", body, f"locomo-{c.index}-{side}")
+                res, _ = srv.call("/api/v1/memory/conversations", b"\n".join(map(msgspec.json.encode, body)),
+                                  f"locomo-{c.index}-{side}")
                 for conv, d in zip(res["conversations"], dias, strict=True):
                     for turn_id, dia in zip(conv["turn_ids"], d, strict=True):
                         fed += 1
