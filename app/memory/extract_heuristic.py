@@ -7,12 +7,9 @@ Documented choices:
   normalisation: leading fillers/greetings stripped ("Oh, by the way, ..."), a lone ``i`` capitalised,
   first letter capitalised, terminal punctuation normalised to ``.``, and relative dates annotated.
   Verbatim first-person text retrieves best against first-person queries ("where do I live?").
-* **Which sentences are facts** (`drop_reason`): a statement about the user -- first person (I / my /
-  we / our / me ...), or first person with the subject dropped ("Took a trip to Oslo.", "Been learning
-  the cello."), or, without either, a statement naming someone or something (a name not at the sentence
-  start and not a vocative such as "Thanks, Dave") or giving a number, a declarative answer to a question
-  the assistant's previous message asked, or a he/she/it/they sentence going on about the kept sentence
-  before it in the same message -- of at least 3 words (a contraction counts as two) that is not a question (``?`` or interrogative
+* **Which sentences are facts** (`drop_reason`): a first-person statement (I / my / we / our / me ...,
+  or with the subject dropped as chat is written: "Took a trip to Oslo.", "Been learning the cello.")
+  of at least 3 words (a contraction counts as two) that is not a question (``?`` or interrogative
   opening), greeting or chit-chat, request to the assistant (imperative opening, "can you", "I want you
   to", "let's"), talk about the conversation ("I meant ...", "here's my code", "I'm not sure"), addressed
   to the assistant ("you"/"your"), or hypothetical ("if ...", "imagine ..."). A sentence that states one
@@ -189,29 +186,8 @@ _CALL_ME = re.compile(r"^(?:please\s+)?call me\b", re.I)
 _HYPOTHETICAL = re.compile(r"^(?:if|imagine|suppose|supposing|pretend|assuming|what if|let's say)\b|\bif i were\b", re.I)
 
 
-_VOCATIVE = re.compile(r"^[A-Z][\w'-]*\s*,\s*|\s*,\s*[A-Z][\w'-]*\s*[.!?]*$")
-_THIRD_PERSON_START = re.compile(r"^(?:he|she|they|it|his|her|their|its|this|that|these|those|there)\b", re.I)
-_NUMBER = re.compile(r"\d")
-
-
-def _named_fact(sentence: str, words: list[str]) -> bool:
-    """A statement about someone or something named, or with a number ("Her dog Daisy is a Labrador.",
-    "There were 7 people there."): a proper name or a number outside a vocative ("Thanks, Dave")."""
-    if len(words) < 4:
-        return False
-    body = _VOCATIVE.sub(" ", sentence)
-    first = body.split()[0].strip(",.!?;:") if body.split() else ""
-    # A lone capitalised first word is weak evidence of a name ("Traffic was bad.", "Based on that, ...").
-    names = [e for e in extract_entities(body) if not ISO_DATE.fullmatch(e) and e != first]
-    return bool(_NUMBER.search(body)) or bool(names)
-
-
-def drop_reason(sentence: str, *, has_attributes: bool = False, answering: bool = False,
-                continuing: bool = False) -> str | None:
-    """Why ``sentence`` (already `clean_sentence`-ed) is not a durable user fact, or None to keep it.
-    ``answering``: the assistant's message before it asked a question (a declarative answer is about the
-    user even without "I"); ``continuing``: the sentence before it in the message was kept (a "she"/"it"
-    sentence goes on about the same thing)."""
+def drop_reason(sentence: str, *, has_attributes: bool = False) -> str | None:
+    """Why ``sentence`` (already `clean_sentence`-ed) is not a durable user fact, or None to keep it."""
     s = sentence.strip()
     words = [w.lower() for w in _WORD.findall(s)]
     if not words:
@@ -239,10 +215,7 @@ def drop_reason(sentence: str, *, has_attributes: bool = False, answering: bool 
     if _ADDRESSED.search(s):
         return "addressed to the assistant"
     if not _FIRST_PERSON.search(s) and not _DROPPED_SUBJECT.match(s):
-        answer = answering and len(words) >= 3
-        more = continuing and len(words) >= 4 and bool(_THIRD_PERSON_START.match(s))
-        if not (answer or more or _named_fact(s, words)):
-            return "not about the user"
+        return "not about the user"
     if len(words) + sum(1 for w in words if "'" in w and not w.endswith("'s")) < 3:
         return "too short"  # contractions count twice: "I'm vegan." is kept, "My bad." is not
     return None
