@@ -13,6 +13,7 @@ from litestar.openapi import OpenAPIConfig
 from app.api.errors import handle_exception
 from app.api.health import healthz, readyz
 from app.api.memories import memory_router, shared_memory_router
+from app.api.memory_conversations import conversations_router
 from app.api.metrics import metrics
 from app.api.observe import Observe
 from app.api.personal import personal_router
@@ -44,7 +45,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
                     task_group.cancel_scope.cancel()
 
     return Litestar(
-        route_handlers=[openai_router, memory_router, shared_memory_router, personal_router, healthz, readyz, metrics, web_router,
+        route_handlers=[openai_router, memory_router, shared_memory_router, conversations_router, personal_router,
+                        healthz, readyz, metrics, web_router,
                         chat_socket],
         lifespan=[lifespan],
         exception_handlers={Exception: handle_exception},

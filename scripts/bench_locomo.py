@@ -87,8 +87,10 @@ class Server:
                                     headers={"Authorization": f"Bearer {KEY}"})
 
     def call(self, path: str, body: object, namespace: str) -> tuple[dict, float]:
+        """POST ``body`` (JSON, or ``bytes`` sent as they are: JSON Lines) -> (JSON answer, ms)."""
         t0 = time.perf_counter()
-        resp = self.client.post(path, params={"namespace": namespace}, json=body)
+        kwargs = {"content": body} if isinstance(body, bytes) else {"json": body}
+        resp = self.client.post(path, params={"namespace": namespace}, **kwargs)
         resp.raise_for_status()
         return resp.json(), (time.perf_counter() - t0) * 1000
 

@@ -112,3 +112,36 @@ def load(path: str | Path, fmt: str = "threads") -> list[Conversation]:
             c.questions.append({"question": qa["question"], "category": int(qa["category"]), "evidence": ev})
         convs.append(c)
     return convs
+
+
+@dataclass
+class Session:
+    number: int
+    start: datetime
+    lines: list[tuple[str, str, str]]  # (dia id, speaker, text as a chat client would send it)
+
+
+def load_sessions(path: str | Path) -> list[tuple[list[str], list[Session]]]:
+    """Per conversation: its two speakers and its sessions, for feeding through the chat API. A line's
+    text is the turn's text plus ``[shares <caption>]`` when it carries an image (the caption standing in
+    for the picture, as in `turn_content`)."""
+    data = json.loads(Path(path).read_text())
+    out = []
+    for sample in data:
+        conv = sample["conversation"]
+        speakers = [conv.get("speaker_a", "A"), conv.get("speaker_b", "B")]
+        numbers = sorted(int(k.split("_")[1]) for k in conv if re.fullmatch(r"session_\d+", k) and conv[k])
+        sessions = []
+        for sn in numbers:
+            lines = []
+            for turn in conv[f"session_{sn}"]:
+                dias = norm_dia(turn["dia_id"])
+                if not dias:
+                    continue
+                text = turn.get("text", "").strip()
+                if turn.get("blip_caption"):
+                    text += f' [shares {turn["blip_caption"].strip()}]'
+                lines.append((dias[0], turn["speaker"], text))
+            sessions.append(Session(sn, parse_session_time(conv[f"session_{sn}_date_time"]), lines))
+        out.append((speakers, sessions))
+    return out

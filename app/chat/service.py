@@ -26,7 +26,9 @@ from app.llm.backend import ChatBackend, ChatContext
 from app.memory.retrieval import Retrieved
 from app.messages import completion_text, response_output_text, responses_input_messages
 from app.obs.metrics import Metrics
+from app.times import utcnow
 from app.turns.conversations import ChatSlot, Conversations, TurnOutcome
+from app.turns.imports import PastTurn, build_records
 from app.turns.turnlog import TurnRecord
 
 TITLE_CHARS = 80
@@ -225,6 +227,22 @@ class ChatService:
             chat.principal.org_id, chat.params.namespace, chat.slot, chat.client_messages,
             TurnOutcome(reply=outcome.text, completed=outcome.completed, model=model if isinstance(model, str) else None,
                         surface=chat.surface, commit_after=chat.params.commit_after, turn_id=outcome.response_id))
+
+    async def import_conversations(self, principal: Principal, namespace: str,
+                                   conversations: Sequence[tuple[str | None, Sequence[PastTurn]]], *,
+                                   commit_after: int) -> list[list[TurnRecord]]:
+        """Record past conversations (``(chat_id or None for a new one, turns)``) in the turn log with the
+        times their turns state; each is committed ``commit_after`` seconds from now (`app.turns.imports`).
+        A known ``chat_id`` of this namespace is continued after its last turn."""
+        out: list[list[TurnRecord]] = []
+        for chat_id, turns in conversations:
+            chat = chat_id or str(uuid.uuid4())
+            prior = await self.conversations.history(principal.org_id, namespace, chat) if chat_id else []
+            records = build_records(principal.org_id, namespace, chat, prior, turns, commit_after=commit_after,
+                                    now=utcnow())
+            await self.conversations.add_records(records)
+            out.append(records)
+        return out
 
     async def transcript(self, principal: Principal, namespace: str, chat_id: str) -> list[TurnRecord]:
         """A conversation's turns, oldest first (``[]`` when unknown)."""

@@ -7,8 +7,9 @@ Two extractors share one interface (`Extractor`):
   the model with short ids (``m1``, ``m2``, ...) that are mapped back to real ids. Any failure (upstream
   error, timeout, malformed output, zero facts while the heuristic finds some) falls back to the heuristic
   with a logged warning; `extract` never raises for upstream or parse failures.
-* `HeuristicExtractor` -- deterministic and offline; the user's own first-person sentences, verbatim
-  (see `app.memory.extract_heuristic` for the documented rules and supersession patterns).
+* `HeuristicExtractor` -- deterministic and offline; the user's own factual sentences, verbatim, those
+  of one message together in one fact unless a sentence states an attribute (see
+  `app.memory.extract_heuristic` for the documented rules and supersession patterns).
 
 Both post-process the same way: blank contents dropped, duplicates (case/space/final-punctuation
 insensitive) merged, facts identical to an existing current memory dropped, ``supersedes`` limited to ids
@@ -119,6 +120,21 @@ class _Candidate(msgspec.Struct):
     attrs: dict[str, str]
 
 
+def _one_per_message(candidates: list[_Candidate]) -> list[_Candidate]:
+    """Consecutive kept sentences of one message become one fact (each sentence is context for the
+    others: on LoCoMo end to end this retrieves better than a memory per sentence, docs/benchmarks.md);
+    a sentence stating an attribute stays a fact of its own, so supersession stays per attribute."""
+    out: list[_Candidate] = []
+    for cand in candidates:
+        prev = out[-1] if out else None
+        if prev is not None and prev.turn_id == cand.turn_id and not prev.attrs and not cand.attrs:
+            out[-1] = _Candidate(f"{prev.content} {cand.content}", H.dedupe(prev.entities + cand.entities),
+                                 cand.turn_id, {})
+        else:
+            out.append(cand)
+    return out
+
+
 class HeuristicExtractor:
     """Deterministic, offline extraction from the user's messages (rules: `app.memory.extract_heuristic`)."""
 
@@ -157,6 +173,7 @@ class HeuristicExtractor:
             # Attributes restated later no longer count for supersession from this (older) fact.
             cand.attrs = {k: v for k, v in cand.attrs.items() if k not in overridden}
             kept.append(cand)
+        kept = _one_per_message(kept)
         current = [(m, attributes(m.content)) for m in current_memories(existing)]
         facts = [
             ExtractedFact(

@@ -7,7 +7,8 @@ Documented choices:
   normalisation: leading fillers/greetings stripped ("Oh, by the way, ..."), a lone ``i`` capitalised,
   first letter capitalised, terminal punctuation normalised to ``.``, and relative dates annotated.
   Verbatim first-person text retrieves best against first-person queries ("where do I live?").
-* **Which sentences are facts** (`drop_reason`): a first-person statement (I / my / we / our / me ...)
+* **Which sentences are facts** (`drop_reason`): a first-person statement (I / my / we / our / me ...,
+  or with the subject dropped as chat is written: "Took a trip to Oslo.", "Been learning the cello.")
   of at least 3 words (a contraction counts as two) that is not a question (``?`` or interrogative
   opening), greeting or chit-chat, request to the assistant (imperative opening, "can you", "I want you
   to", "let's"), talk about the conversation ("I meant ...", "here's my code", "I'm not sure"), addressed
@@ -144,8 +145,9 @@ _CHITCHAT = re.compile(
     r"just curious|just asking|kidding|joking|tired|hungry|sleepy|bored|busy|so tired|exhausted)|i am (?:fine|good|ok|okay|great|well|sorry|not sure)|"
     r"i (?:agree|understand|know|guess|guess so|think so|hope so|dunno|don't know|do not know|see what you mean|"
     r"love it|like it|like that|love that|love this|like this|appreciate it|appreciate that|mean)|me too|"
-    r"my bad|my pleasure|no problem|no worries|you too|same here)"
-    r"(?:[\s,]+(?:thanks|thank you|too|now|today|lol|haha|then|a lot|so much|again|man|dude|buddy))*$",
+    r"my bad|my pleasure|no problem|no worries|you too|same here|all good|that's (?:all|it)|nothing else|"
+    r"not really|not yet|not at all|of course|no thanks)"
+    r"(?:[\s,]+(?:thanks|thank you|too|now|for now|today|lol|haha|then|a lot|so much|again|man|dude|buddy))*$",
     re.I,
 )
 _META = re.compile(
@@ -165,7 +167,19 @@ _ADDRESSED = re.compile(r"\b(?:you|your|yours|yourself|u|ur)\b", re.I)
 _CONVERSATIONAL = re.compile(
     r"^(?:here's|here is|here are|below is|attached is|following is)\b|\bwhat i (?:asked|meant|said|wanted)\b|"
     r"^i (?:don't|do not) (?:think|know (?:what|why|if|whether|about|which|where))\b|"
-    r"^i(?:'m| am) not sure\b|^i (?:got it|get it|see|understand)\b",
+    r"^i(?:'m| am) not sure\b|^i (?:got it|get it|see|understand)(?:\s+(?:now|then|thanks|thank you))?\s*(?:[,.!;:-]|$)",
+    re.I,
+)
+# A first-person statement with its subject dropped, as chat is written ("Took a trip to Oslo.", "Been
+# learning the cello.", "Just finished my thesis."): the sentence opens with a past-tense verb (a regular
+# -ed form or a common irregular one), optionally after an adverb of time.
+_DROPPED_SUBJECT = re.compile(
+    r"^(?:(?:just|finally|recently|already|also|then|today|yesterday|last \w+|this \w+)\s+)?"
+    r"(?:(?!(?:based|related|called|named|supposed|used|need|indeed|speed|seed|feed|bed|red|shed|bleed|proceed)\b)"
+    r"[a-z]{2,}ed|took|went|got|made|had|saw|bought|found|met|been|began|started|finished|spent|came|left|"
+    r"moved|sold|won|lost|ran|wrote|read|built|brought|caught|taught|thought|felt|kept|drove|flew|gave|"
+    r"heard|held|paid|sent|sat|slept|spoke|stood|swam|threw|wore|ate|drank|broke|chose|forgot|grew|hit|"
+    r"knew|led|quit|rode|sang|sold|told|understood|woke|won)\s+\w",
     re.I,
 )
 _CALL_ME = re.compile(r"^(?:please\s+)?call me\b", re.I)
@@ -200,7 +214,7 @@ def drop_reason(sentence: str, *, has_attributes: bool = False) -> str | None:
         return None
     if _ADDRESSED.search(s):
         return "addressed to the assistant"
-    if not _FIRST_PERSON.search(s):
+    if not _FIRST_PERSON.search(s) and not _DROPPED_SUBJECT.match(s):
         return "not about the user"
     if len(words) + sum(1 for w in words if "'" in w and not w.endswith("'s")) < 3:
         return "too short"  # contractions count twice: "I'm vegan." is kept, "My bad." is not

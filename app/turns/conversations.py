@@ -210,6 +210,17 @@ class Conversations:
             self.on_recorded(record)
         return record
 
+    async def add_records(self, records: Sequence[TurnRecord]) -> None:
+        """Append ready-made turns of one conversation (an import, `app.turns.imports`) in one write; the
+        conversation's deadline is that of its last turn."""
+        if not records:
+            return
+        await self.turnlog.append_many(records)
+        for record in records:
+            self._remember(record, "")
+        if self.on_recorded is not None:
+            self.on_recorded(records[-1])
+
     async def delete_tenant(self, org_id: str, namespace: str) -> int:
         """Forget a tenant's conversations: its turns, and what this process remembers of them (so a
         repeated message never rejoins a forgotten conversation). Returns the turns deleted."""

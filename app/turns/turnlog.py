@@ -200,6 +200,25 @@ class TurnLog:
         if pending.error is not None:
             raise pending.error
 
+    async def append_many(self, records: Sequence[TurnRecord]) -> None:
+        """Durably append several turns at once (an imported conversation): one journal write (or one
+        table write), the same guarantee as `append`."""
+        if not records:
+            return
+        if not self._writer_running:
+            await self._write_table(records)
+            return
+        if self._journal is not None and not self.fsync:
+            self._journal_write(records)
+            return
+        pendings = [_Pending(r) for r in records]
+        for pending in pendings:
+            await self._send.send(pending)
+        for pending in pendings:
+            await pending.done.wait()
+            if pending.error is not None:
+                raise pending.error
+
     @timed_store_call("turns_add")
     async def _write_table(self, rows: Sequence[TurnRecord]) -> None:
         data = to_arrow(rows)

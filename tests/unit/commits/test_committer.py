@@ -218,7 +218,8 @@ class CrashAfterAdd:
 
 
 async def test_a_takeover_after_the_memories_were_written_rewrites_the_same_ids(env: Env) -> None:
-    t1 = await env.turn(1, "I was born in Quebec. I speak three languages.")
+    # two facts: a sentence stating an attribute (where the user lives) stays a fact of its own
+    t1 = await env.turn(1, "I was born in Quebec. I live in Lyon.")
     env.clock.now = due_time([t1]) + 1
     dying = await env.committer(owner="dying", lease=timedelta(seconds=-1), store=CrashAfterAdd(env.store))
     with pytest.raises(RuntimeError, match="worker killed"):

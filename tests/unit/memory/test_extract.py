@@ -68,6 +68,14 @@ async def one_fact(text: str, existing: list[Memory] | None = None, *, at: datet
         "I'm 34.",
         "Call me Al.",
         "Please call me Al.",
+        # the subject dropped, as chat is written
+        "Took a trip to Oslo.",
+        "Been learning the cello since March.",
+        "Joined a birding group and already spotted a kingfisher.",
+        "Finally bought a Toyota Prius!",
+        # "I got it" / "I see" are acknowledgements only when nothing follows
+        "I got it from my grandmother.",
+        "I see a physiotherapist every week.",
     ],
 )
 async def test_heuristic_keeps_first_person_facts_verbatim(text: str) -> None:
@@ -110,10 +118,24 @@ async def test_heuristic_keeps_first_person_facts_verbatim(text: str) -> None:
         "Here's my code, it fails with an error.",
         "I'm not sure about that.",
         "Summarize this: I live in Paris.",
+        "I got it.",
+        "I see, thanks.",
+        "I understand now!",
+        "Based on that, it works.",
+        "Called it.",
+        "Nope, all good for now.",
     ],
 )
 async def test_heuristic_drops_questions_chitchat_and_requests(text: str) -> None:
     assert await heuristic([turn(text)]) == []
+
+
+async def test_heuristic_keeps_a_messages_facts_together_but_attributes_apart() -> None:
+    facts = await heuristic([turn("I took up pottery. It relaxes me a lot. I live in Lyon. We have a kiln at the studio.")])
+    assert [f.content for f in facts] == ["I took up pottery. It relaxes me a lot.", "I live in Lyon.",
+                                          "We have a kiln at the studio."]
+    two = await heuristic([turn("I took up pottery.", 1), turn("It relaxes me a lot.", 2)])
+    assert [f.source_turn_id for f in two] == ["turn-1", "turn-2"]  # never across messages
 
 
 async def test_heuristic_mixed_message_keeps_only_the_facts() -> None:
