@@ -1,9 +1,9 @@
 """Finding conversations no deadline in this process covers: the ones a dead process, another worker or
 another replica recorded.
 
-At start-up `recover` reads the whole turn log once and gives every conversation with uncommitted turns
-its deadline back (overdue ones commit at once). After that `run` looks every ``interval`` seconds at the
-turns written since its previous look (minus ``slack``, for writes that land late) and schedules every
+At start-up `recover` gives every conversation with turns not yet marked committed its deadline back
+(overdue ones commit at once). After that `run` looks every ``interval`` seconds at the turns not yet
+marked committed (an indexed read, whatever their age: imported past turns included) and schedules every
 conversation this process is not already watching at its deadline plus ``grace``: the process that
 recorded a conversation commits it at its deadline, and if that process is gone, any living one commits
 it ``grace`` seconds later. Two processes that try at once are kept apart by the commit claim
@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime, timedelta
 
 import anyio
 from anyio.abc import TaskStatus
@@ -26,9 +25,6 @@ from app.commits.scheduler import CommitScheduler
 from app.turns.turnlog import TurnLog, TurnRecord
 
 log = logging.getLogger("memchat.sweeper")
-
-SLACK = timedelta(seconds=60)  # a turn's created_at is taken before its write lands (group commit, flush)
-
 
 def latest_per_chat(turns: Sequence[TurnRecord]) -> dict[ChatKey, TurnRecord]:
     latest: dict[ChatKey, TurnRecord] = {}
@@ -78,14 +74,15 @@ class CommitSweeper:
                      scheduled, healed)
         return scheduled
 
-    async def sweep_once(self, since: datetime) -> int:
-        """Schedule the conversations with turns since ``since`` that this process is not watching."""
+    async def sweep_once(self) -> int:
+        """Schedule the conversations with turns not yet marked committed that this process is not watching
+        (an indexed read: it grows with the work pending, not with history), at their deadline + grace."""
         adopted = 0
-        for key, turn in latest_per_chat(await self.turnlog.activity_since(since)).items():
+        for key, turn in latest_per_chat(await self.turnlog.uncommitted()).items():
             last = turn.created_at.timestamp()
             if self.scheduler.watching(key, last):
                 continue
-            self.scheduler.touch(key, last + turn.commit_after + self.grace)
+            self.scheduler.touch(key, max(last + turn.commit_after, self.clock()) + self.grace)
             adopted += 1
         self.sweeps += 1
         self.adopted += adopted
@@ -93,16 +90,11 @@ class CommitSweeper:
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """`recover`, then `sweep_once` every ``interval`` seconds (a failed sweep is retried next round)."""
-        started = datetime.fromtimestamp(self.clock(), UTC)
         await self.recover()
         task_status.started()
-        watermark = started
         while True:
             await anyio.sleep(self.interval)
-            now = datetime.fromtimestamp(self.clock(), UTC)
             try:
-                await self.sweep_once(watermark - SLACK)
+                await self.sweep_once()
             except Exception:
                 log.exception("commit sweep failed; retrying in %.0fs", self.interval)
-                continue
-            watermark = now

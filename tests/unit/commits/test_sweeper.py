@@ -67,16 +67,21 @@ async def test_recovery_schedules_pending_conversations_and_heals_committed_ones
 
 
 async def test_a_sweep_adopts_what_no_deadline_here_covers(tmp_path: Path) -> None:
+    """Whatever its age (an imported past conversation too), a conversation with turns not marked committed
+    that this process is not watching is adopted at its deadline + grace (not before now + grace)."""
     db = await connect(str(tmp_path))
     turnlog, commits = await TurnLog.open(db), await CommitLog.open(db, lease=timedelta(minutes=1))
     now = datetime.now(UTC)
     await turnlog.append(record("mine", 1, at=now))
     await turnlog.append(record("theirs", 1, at=now))
-    await turnlog.append(record("old", 1, at=now - timedelta(hours=2)))
+    await turnlog.append(record("old", 1, at=now - timedelta(days=400)))
+    await turnlog.append(record("done", 1, at=now))
+    await turnlog.mark_committed("org1", "ns", "done", 1)
     scheduler = Scheduler(watching={ChatKey("org1", "ns", "mine")})
-    sweeper = CommitSweeper(scheduler, turnlog, commits, grace=7)  # type: ignore[arg-type]
-    assert await sweeper.sweep_once(now - timedelta(minutes=1)) == 1
-    assert scheduler.due == {ChatKey("org1", "ns", "theirs"): now.timestamp() + 60 + 7}
+    sweeper = CommitSweeper(scheduler, turnlog, commits, grace=7, clock=lambda: now.timestamp())  # type: ignore[arg-type]
+    assert await sweeper.sweep_once() == 2
+    assert scheduler.due == {ChatKey("org1", "ns", "theirs"): now.timestamp() + 60 + 7,
+                             ChatKey("org1", "ns", "old"): now.timestamp() + 7}
 
 
 async def test_a_turns_table_made_before_the_committed_column_is_migrated(tmp_path: Path) -> None:
