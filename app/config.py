@@ -48,6 +48,10 @@ class StoreSettings(msgspec.Struct, frozen=True):
     data_dir: Path = Path("data")
     uri: str | None = None
     storage_options: dict[str, str] = msgspec.field(default_factory=dict)
+    # LanceDB's caches (its defaults: 1 GiB of metadata, 6 GiB of indexes). The metadata cache keeps entries
+    # of every table version it has seen, so a server that writes all day grows to the bound (README, "Memory use").
+    metadata_cache_mb: int = 64
+    index_cache_mb: int = 1024
 
     @property
     def memory_uri(self) -> str:
@@ -63,6 +67,7 @@ class StoreSettings(msgspec.Struct, frozen=True):
 class MemorySettings(msgspec.Struct, frozen=True):
     embedder: str = "local"
     embed_model: str = "text-embedding-3-small"
+    embed_isolation: str = "process"  # where the local model runs: its own worker process, or a thread
     top_k: int = 8
     min_score: float | None = None
     token_budget: int = 1200
@@ -71,7 +76,7 @@ class MemorySettings(msgspec.Struct, frozen=True):
     memory_model: str | None = None
     maintenance_interval: float = 30.0
     commit_lease: float = 60.0          # > the extractor's 30 s timeout: a live commit never loses its claim
-    commit_concurrency: int = 4
+    commit_concurrency: int = 16
     commit_sweep_interval: float = 5.0   # how often the turn log is read for conversations other processes left
     commit_takeover_grace: float = 5.0   # seconds past a conversation's deadline before another process commits it
     empty_namespace_ttl: float = 2.0  # how long "this namespace has no memories" is trusted
@@ -234,10 +239,13 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
             data_dir=Path(env.get("MEMCHAT_DATA_DIR", "data")),
             uri=(env.get("MEMCHAT_STORE_URI") or "").strip() or None,
             storage_options={str(k): str(v) for k, v in storage_options.items()},
+            metadata_cache_mb=_int(env, "MEMCHAT_STORE_METADATA_CACHE_MB", 64, minimum=1),
+            index_cache_mb=_int(env, "MEMCHAT_STORE_INDEX_CACHE_MB", 1024, minimum=1),
         ),
         memory=MemorySettings(
             embedder=_choice(env, "MEMCHAT_EMBEDDER", "local", {"local", "openai", "none"}),
             embed_model=env.get("MEMCHAT_EMBED_MODEL", "text-embedding-3-small"),
+            embed_isolation=_choice(env, "MEMCHAT_EMBEDDER_ISOLATION", "process", {"process", "thread"}),
             top_k=_int(env, "MEMCHAT_TOP_K", 8, minimum=1),
             min_score=_float(env, "MEMCHAT_MIN_SCORE", None),
             token_budget=_int(env, "MEMCHAT_MEMORY_TOKEN_BUDGET", 1200, minimum=50),
@@ -246,7 +254,7 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
             memory_model=(env.get("MEMCHAT_MEMORY_MODEL") or "").strip() or None,
             maintenance_interval=_positive(env, "MEMCHAT_MAINTENANCE_INTERVAL", 30.0),
             commit_lease=_positive(env, "MEMCHAT_COMMIT_LEASE", 60.0),
-            commit_concurrency=_int(env, "MEMCHAT_COMMIT_CONCURRENCY", 4, minimum=1),
+            commit_concurrency=_int(env, "MEMCHAT_COMMIT_CONCURRENCY", 16, minimum=1),
             commit_sweep_interval=max(0.1, _nonneg(env, "MEMCHAT_COMMIT_SWEEP_INTERVAL", 5.0)),
             commit_takeover_grace=_nonneg(env, "MEMCHAT_COMMIT_TAKEOVER_GRACE", 5.0),
             empty_namespace_ttl=_nonneg(env, "MEMCHAT_EMPTY_NAMESPACE_TTL", 2.0),

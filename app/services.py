@@ -40,7 +40,7 @@ from app.memory.service import MemoryService
 from app.memory.store import MemoryStore
 from app.memory.versions import VersionLog
 from app.obs.metrics import Metrics
-from app.storage.connection import connect
+from app.storage.connection import cache_session, connect
 from app.turns.conversations import Conversations
 from app.turns.turnlog import TurnLog
 
@@ -59,7 +59,8 @@ def _embedder(settings: Settings, backend: ChatBackend) -> Embedder:
         kind = "none"
     try:
         return build_embedder(kind, openai_client=client,
-                              model=settings.memory.embed_model if kind == "openai" else None)
+                              model=settings.memory.embed_model if kind == "openai" else None,
+                              isolation=settings.memory.embed_isolation)
     except EmbedderUnavailable as exc:
         log.warning("local embedder unavailable (%s); using full-text search only", exc)
         return build_embedder("none")
@@ -92,6 +93,7 @@ class Services:
     memories: MemoryService
     events: EventHub
     metrics: Metrics
+    store_cache: Any = None  # the connection's lancedb.Session (its caches' size is a gauge)
     task_group: TaskGroup | None = None
 
     @classmethod
@@ -106,7 +108,8 @@ class Services:
 
         embedder = _embedder(settings, backend)
         stack.push_async_callback(embedder.aclose)
-        db = await connect(settings.store.memory_uri, settings.store.storage_options or None)
+        store_cache = cache_session(settings.store.metadata_cache_mb, settings.store.index_cache_mb)
+        db = await connect(settings.store.memory_uri, settings.store.storage_options or None, session=store_cache)
         stack.callback(db.close)
         store = await MemoryStore.open_on(db, embedder)
         store.presence.empty_ttl = settings.memory.empty_namespace_ttl
@@ -153,7 +156,7 @@ class Services:
                  extractor.name)
         return cls(settings=settings, keyring=keyring, db=db, backend=backend, store=store, turnlog=turnlog,
                    commits=commits, conversations=conversations, scheduler=scheduler, sweeper=sweeper, chat=chat,
-                   memories=memories, events=events, metrics=metrics)
+                   memories=memories, events=events, metrics=metrics, store_cache=store_cache)
 
     async def run_background(self, task_group: TaskGroup) -> None:
         """Start the background work in the lifespan's task group."""
@@ -176,6 +179,8 @@ class Services:
         m.in_progress.set(self.scheduler.committing)
         m.running.set(self.scheduler.committing_now)
         m.loop_tasks.set(len(asyncio.all_tasks()))
+        if self.store_cache is not None:
+            m.store_cache_bytes.set(self.store_cache.size_bytes)
 
     async def _gauge_loop(self) -> None:
         while True:

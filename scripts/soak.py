@@ -163,6 +163,14 @@ class Extraction:
             self.fake.call("POST", "/_fake/rules", rules)
 
 
+def bucket_quantile(m: dict[str, float], name: str, q: float) -> float | None:
+    """Upper bound of the histogram bucket holding quantile ``q`` (``inf`` past the last bucket)."""
+    buckets = sorted((float(k.split('le="')[1].rstrip('"}')), v) for k, v in m.items()
+                     if k.startswith(f"{name}_bucket{{"))
+    total = buckets[-1][1] if buckets else 0
+    return next((le for le, count in buckets if count >= q * total), None) if total else None
+
+
 def point(label: str, t: float, mc: Memchat, load: Load | None, cores: float | None = None) -> dict[str, Any]:
     m = mc.metrics()
     return {"label": label, "t": t, "rss": rss_mib(mc.pid), "cores": cores, "done": load.done if load else 0,
@@ -170,7 +178,8 @@ def point(label: str, t: float, mc: Memchat, load: Load | None, cores: float | N
             "failed": m.get('memchat_commits_total{outcome="failed"}', 0),
             "memories": m.get("memchat_memories_written_total", 0), "rows": m.get("memchat_turnlog_rows_written_total", 0),
             "tasks": m.get("memchat_event_loop_tasks", 0), "pending": m.get("memchat_conversations_pending", 0),
-            "commit_s": m.get("memchat_commit_seconds_sum", 0) / max(1, m.get("memchat_commit_seconds_count", 0))}
+            "commit_s": m.get("memchat_commit_seconds_sum", 0) / max(1, m.get("memchat_commit_seconds_count", 0)),
+            "commit_p95": bucket_quantile(m, "memchat_commit_seconds", 0.95)}
 
 
 async def sampler(load: Load, mc: Memchat, extraction: Extraction, samples: list[dict[str, Any]]) -> None:
@@ -265,7 +274,8 @@ def verdict(args: argparse.Namespace, mc: Memchat, out: dict[str, Any]) -> tuple
                   f"the end; {last['memories']:.0f} memories written; {last['rows']:.0f} turn-log rows for {load.done} "
                   f"requests (+ warm-up)")
     clean = sum(1 for c in load.convs if c.turns and not c.tainted)
-    checks[-1] += f"; {clean} error-free conversations; mean commit {last['commit_s']:.2f} s"
+    checks[-1] += (f"; {clean} error-free conversations; commit (due → done) mean {last['commit_s']:.2f} s, "
+                   f"p95 ≤ {last['commit_p95']} s (histogram bucket)")
     failures += ["failed commits"] if last["failed"] else []
     failures += [f"{last['commits']:.0f} commits for {clean} conversations"] if last["commits"] < clean else []
     checks.append(f"event-loop tasks: {first['tasks']:.0f} idle before the load, {last['tasks']:.0f} after it")
@@ -279,7 +289,7 @@ def verdict(args: argparse.Namespace, mc: Memchat, out: dict[str, Any]) -> tuple
                   f"warnings" + (f" (most common: {warnings.most_common(3)})" if warnings else ""))
     if bad_lines:
         failures.append(f"{len(bad_lines)} tracebacks/ERROR lines in the server log")
-        print("--- server log around the first error ---\n" + "\n".join(log[max(0, bad_lines[0] - 3):bad_lines[0] + 40]))
+        print("--- server log around the first error ---\n" + "\n".join(log[max(0, bad_lines[0] - 3):bad_lines[0] + 80]))
     by = {p["label"]: p["rss"] for p in samples}
     start, end = by["end of ramp (load start)"], by["end of hold (load end)"]
     growth = (end - start) / start * 100

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 import msgspec
 
 from app.commits.log import CommitLog, CommitRow
+from app.memory.embed import background_embedding
 from app.memory.extract import ConversationTurn, ExtractedFact, Extractor
 from app.memory.models import Memory, NewMemory
 from app.memory.store import MemoryStore
@@ -80,6 +81,10 @@ class Committer:
             log.warning("marking chat %s committed through %d failed: %s", key.chat_id, through_seq, exc)
 
     async def commit(self, key: ChatKey) -> CommitResult:
+        with background_embedding():  # no client waits for a commit: its embeddings queue behind requests'
+            return await self._commit(key)
+
+    async def _commit(self, key: ChatKey) -> CommitResult:
         turns = await self.turnlog.chat_turns(key.org_id, key.namespace, key.chat_id)
         if not turns:
             return CommitResult("nothing")

@@ -18,13 +18,15 @@ def build_embedder(
     openai_client: openai.AsyncOpenAI | None = None,
     model: str | None = None,
     dimensions: int | None = None,
+    isolation: str = "thread",
 ) -> Embedder:
     """Make the embedder for ``kind`` in {"local", "openai", "none"}.
 
     * ``"local"``: ``model`` may be None, ``"all-MiniLM-L6-v2"`` (or its
       ``sentence-transformers/`` name) or a directory holding such a model; ``dimensions``,
       if given, must be 384. Raises :class:`EmbedderUnavailable` when the files are missing
-      -- the caller decides whether to fall back (e.g. to ``"none"``). Weights load lazily.
+      -- the caller decides whether to fall back (e.g. to ``"none"``). Weights load lazily;
+      ``isolation`` (``"thread"`` or ``"process"``) says where the model runs (`LocalEmbedder`).
     * ``"openai"``: needs ``openai_client`` and ``model``; ``dimensions`` is optional.
     * ``"none"``: :class:`NullEmbedder`.
 
@@ -40,7 +42,7 @@ def build_embedder(
                     "holding a sentence-transformers BERT model) is supported"
                 )
             model_dir = Path(model)
-        emb = LocalEmbedder(model_dir)
+        emb = LocalEmbedder(model_dir, isolation=isolation)
         if dimensions is not None and int(dimensions) != emb.dim:
             raise ValueError(f"local embedder produces {emb.dim}-dimensional vectors, not {dimensions}")
         return emb

@@ -140,6 +140,8 @@ class Metrics:
                                  "commit slot.", **gauge)
         self.running = Gauge("memchat_commits_running", "Commits holding one of the MEMCHAT_COMMIT_CONCURRENCY "
                              "slots.", **gauge)
+        self.store_cache_bytes = Gauge("memchat_store_cache_bytes", "Bytes held by LanceDB's metadata and index "
+                                       "caches (bounded by MEMCHAT_STORE_*_CACHE_MB).", **gauge)
         self.loop_tasks = Gauge("memchat_event_loop_tasks", "Tasks alive on the workers' event loops (a leak "
                                 "shows here).", **gauge)
         self.loop_lag = Histogram("memchat_event_loop_lag_seconds", "How late the event loop woke a probe that "

@@ -85,6 +85,8 @@ def test_one_scrape_covers_both_workers(tmp_path: Path, clean_fake: FakeUpstream
         # a gauge reports one figure for the server, not one per worker
         pending = next(f for f in families if f.name == "memchat_conversations_pending")
         assert len(pending.samples) == 1 and "pid" not in pending.samples[0].labels
+        cache = next(f for f in families if f.name == "memchat_store_cache_bytes")  # LanceDB's caches, both workers
+        assert len(cache.samples) == 1 and 0 < cache.samples[0].value <= 2 * (64 + 1024) << 20
 
 
 def test_request_id_travels_and_is_logged(tmp_path: Path, clean_fake: FakeUpstream) -> None:

@@ -247,3 +247,42 @@ async def test_tenants_are_committed_apart(env: Env) -> None:
     assert await env.memories() == []
     assert [m.content for m in (await committer.commit(KEY)).memories] == ["I own a sailboat."]
     assert [m.content for m in await env.memories(other)] == ["I collect old maps."]
+
+
+class _LaneRecordingEmbedder:
+    """4-d vectors from the text's length; records whether each call was marked background."""
+
+    name = "test:lanes"
+    dim = 4
+
+    def __init__(self) -> None:
+        self.marks: list[bool] = []
+
+    async def embed(self, texts: Any) -> Any:
+        import numpy as np
+
+        from app.memory.embed import _BACKGROUND
+
+        self.marks.append(_BACKGROUND.get())
+        vecs = np.array([[1.0, len(t) % 7 + 1.0, 1.0, 1.0] for t in texts], dtype=np.float32)
+        return vecs / np.linalg.norm(vecs, axis=1, keepdims=True)
+
+    async def aclose(self) -> None:
+        return None
+
+
+async def test_a_commits_embeddings_are_background_work(env: Env, tmp_path: Path) -> None:
+    embedder = _LaneRecordingEmbedder()
+    store = await MemoryStore.open(str(tmp_path / "lanes"), embedder)
+    try:
+        await store.search("org1", "ns", "before any commit")
+        assert embedder.marks == [False]  # a request's search is not
+        t1 = await env.turn(1, "I live in Lyon and I work as a baker.")
+        committer = await env.committer(store=store)
+        env.clock.now = due_time([t1]) + 1
+        assert (await committer.commit(KEY)).status == "committed"
+        assert len(embedder.marks) >= 3 and all(embedder.marks[1:])  # the commit's search and its writes
+        await store.search("org1", "ns", "after the commit")
+        assert embedder.marks[-1] is False  # the mark does not leak out of the commit
+    finally:
+        await store.close()

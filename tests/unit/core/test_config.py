@@ -22,8 +22,10 @@ def test_defaults_from_an_empty_environment() -> None:
     m = s.memory
     assert (m.embedder, m.embed_model, m.top_k, m.min_score, m.token_budget) == (
         "local", "text-embedding-3-small", 8, None, 1200)
+    assert m.embed_isolation == "process"
+    assert (s.store.metadata_cache_mb, s.store.index_cache_mb) == (64, 1024)
     assert (m.commit_after, m.extractor, m.memory_model, m.commit_lease, m.commit_concurrency) == (
-        120, "llm", None, 60.0, 4)
+        120, "llm", None, 60.0, 16)
     assert (m.maintenance_interval, m.empty_namespace_ttl, m.vector_cache_mb, m.vector_cache_ttl) == (
         30.0, 2.0, 256, 5.0)
     assert (m.commit_sweep_interval, m.commit_takeover_grace) == (5.0, 5.0)
@@ -42,6 +44,8 @@ def test_every_variable_is_read() -> None:
         "MEMCHAT_DATA_DIR": "/var/memchat", "MEMCHAT_STORE_URI": " s3://b/p ",
         "MEMCHAT_STORAGE_OPTIONS": '{"region": "eu-west-1", "timeout": 30}',
         "MEMCHAT_EMBEDDER": " OpenAI ", "MEMCHAT_EMBED_MODEL": "e-2", "MEMCHAT_TOP_K": "3",
+        "MEMCHAT_EMBEDDER_ISOLATION": " Thread ", "MEMCHAT_STORE_METADATA_CACHE_MB": "16",
+        "MEMCHAT_STORE_INDEX_CACHE_MB": "32",
         "MEMCHAT_MIN_SCORE": "0.25", "MEMCHAT_MEMORY_TOKEN_BUDGET": "50", "MEMCHAT_COMMIT_AFTER": "0",
         "MEMCHAT_EXTRACTOR": "HEURISTIC", "MEMCHAT_MEMORY_MODEL": " small ",
         "MEMCHAT_MAINTENANCE_INTERVAL": "5", "MEMCHAT_COMMIT_LEASE": "7.5", "MEMCHAT_COMMIT_CONCURRENCY": "2",
@@ -61,6 +65,8 @@ def test_every_variable_is_read() -> None:
     m = s.memory
     assert (m.embedder, m.embed_model, m.top_k, m.min_score, m.token_budget, m.commit_after) == (
         "openai", "e-2", 3, 0.25, 50, 0)
+    assert m.embed_isolation == "thread"
+    assert (s.store.metadata_cache_mb, s.store.index_cache_mb) == (16, 32)
     assert (m.extractor, m.memory_model, m.maintenance_interval, m.commit_lease, m.commit_concurrency) == (
         "heuristic", "small", 5.0, 7.5, 2)
     assert (m.empty_namespace_ttl, m.vector_cache_mb, m.vector_cache_ttl) == (0.0, 0, 0.5)
@@ -140,6 +146,8 @@ def test_the_journal_follows_the_store_unless_told(env: dict[str, str], remote: 
     ("MEMCHAT_TURNLOG_JOURNAL", "maybe", "must be true or false"),
     ("MEMCHAT_TURNLOG_FSYNC", "2", "must be true or false"),
     ("MEMCHAT_EMBEDDER", "bert", "must be one of"),
+    ("MEMCHAT_EMBEDDER_ISOLATION", "fork", "must be one of"),
+    ("MEMCHAT_STORE_METADATA_CACHE_MB", "0", "must be >= 1"),
     ("MEMCHAT_EXTRACTOR", "gpt", "must be one of"),
     ("MEMCHAT_STORAGE_OPTIONS", "{not json", "must be a JSON object"),
     ("MEMCHAT_STORAGE_OPTIONS", '["a"]', "must be a JSON object"),
