@@ -198,7 +198,8 @@ async def run_scale(convs: list[L.Conversation], n: int, queries: int = 300) -> 
         for i in range(0, n, 1000):
             await store.add(ORG, "big", items[i:i + 1000])
         await store.maintain()
-        old = SearchConfig(w_dense=1.0, preprocess="none", bm25_curve="sat", neighbour_weight=0.0)
+        old = SearchConfig(w_dense=1.0, preprocess="none", bm25_curve="sat", neighbour_weight=0.0, thread_weight=0.0,
+                           question_penalty=0.0, short_penalty=0.0)
         legs = (("before (equal weights, no neighbours)", old), ("now (default)", SearchConfig()))
         loads: dict[str, list[float]] = {name: [] for name, _ in legs}
         lat: dict[str, list[float]] = {name: [] for name, _ in legs}
