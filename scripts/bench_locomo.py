@@ -137,8 +137,8 @@ async def run_inproc(convs: list[L.Conversation], config_names: list[str]) -> di
     with tempfile.TemporaryDirectory(prefix="memchat-locomo-inproc-") as tmp:
         store = await MemoryStore.open(str(Path(tmp) / "lancedb"), embedder)
         for c in convs:
-            items = [NewMemory(id=r["id"], content=r["content"], source="conversation",
-                               source_thread_id=r["sourceThreadId"], source_turn_id=r["sourceTurnId"],
+            items = [NewMemory(id=r["id"], content=r["content"], source=r.get("source", "conversation"),
+                               source_thread_id=r.get("sourceThreadId"), source_turn_id=r.get("sourceTurnId"),
                                created_at=datetime.fromisoformat(r["createdAt"].replace("Z", "+00:00")))
                      for r in c.records]
             for i in range(0, len(items), 256):
