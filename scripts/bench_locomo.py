@@ -137,8 +137,8 @@ async def run_inproc(convs: list[L.Conversation], config_names: list[str]) -> di
     with tempfile.TemporaryDirectory(prefix="memchat-locomo-inproc-") as tmp:
         store = await MemoryStore.open(str(Path(tmp) / "lancedb"), embedder)
         for c in convs:
-            items = [NewMemory(id=r["id"], content=r["content"], source="conversation",
-                               source_thread_id=r["sourceThreadId"], source_turn_id=r["sourceTurnId"],
+            items = [NewMemory(id=r["id"], content=r["content"], source=r.get("source", "conversation"),
+                               source_thread_id=r.get("sourceThreadId"), source_turn_id=r.get("sourceTurnId"),
                                created_at=datetime.fromisoformat(r["createdAt"].replace("Z", "+00:00")))
                      for r in c.records]
             for i in range(0, len(items), 256):
@@ -198,7 +198,8 @@ async def run_scale(convs: list[L.Conversation], n: int, queries: int = 300) -> 
         for i in range(0, n, 1000):
             await store.add(ORG, "big", items[i:i + 1000])
         await store.maintain()
-        old = SearchConfig(w_dense=1.0, preprocess="none", bm25_curve="sat", neighbour_weight=0.0)
+        old = SearchConfig(w_dense=1.0, preprocess="none", bm25_curve="sat", neighbour_weight=0.0, thread_weight=0.0,
+                           question_penalty=0.0, short_penalty=0.0)
         legs = (("before (equal weights, no neighbours)", old), ("now (default)", SearchConfig()))
         loads: dict[str, list[float]] = {name: [] for name, _ in legs}
         lat: dict[str, list[float]] = {name: [] for name, _ in legs}

@@ -38,10 +38,14 @@ from app.memory.store import MemoryStore
 
 ORG = "bench-org"
 
+# Configurations named before the thread score and the form priors existed keep them off.
+_PREV = {"thread_weight": 0.0, "question_penalty": 0.0, "short_penalty": 0.0}
+
+
 def _before(**kw) -> SearchConfig:
     """A configuration as it was named before the LoCoMo work: s/(s+c), equal weights, no question
     stop words, no neighbour smoothing, unless ``kw`` says otherwise (docs/benchmarks.md)."""
-    base = {"w_dense": 1.0, "bm25_curve": "sat", "preprocess": "none", "neighbour_weight": 0.0}
+    base = {"w_dense": 1.0, "bm25_curve": "sat", "preprocess": "none", "neighbour_weight": 0.0, **_PREV}
     return SearchConfig(**{**base, **kw})
 
 
@@ -63,11 +67,13 @@ CONFIGS: dict[str, SearchConfig] = {
     "wsum c=10": _before(mode="wsum", bm25_c=10.0),
     "wsum c=5 floor=0.2": _before(mode="wsum", bm25_c=5.0, cos_floor=0.2),
     "wsum equal weights, no q-stopwords (default before LoCoMo)": SearchConfig(
-        w_dense=1.0, preprocess="none", bm25_curve="sat", neighbour_weight=0.0),
-    "wsum s/(s+c), w_dense=0.25": SearchConfig(w_dense=0.25, bm25_curve="sat", neighbour_weight=0.0),
-    "wsum s/(s+c), w_dense=0.5": SearchConfig(w_dense=0.5, bm25_curve="sat", neighbour_weight=0.0),
-    "wsum s^2/(s^2+c^2), w_dense=1": SearchConfig(w_dense=1.0, neighbour_weight=0.0),
-    "default without neighbour smoothing": SearchConfig(neighbour_weight=0.0),
+        w_dense=1.0, preprocess="none", bm25_curve="sat", neighbour_weight=0.0, **_PREV),
+    "wsum s/(s+c), w_dense=0.25": SearchConfig(w_dense=0.25, bm25_curve="sat", neighbour_weight=0.0, **_PREV),
+    "wsum s/(s+c), w_dense=0.5": SearchConfig(w_dense=0.5, bm25_curve="sat", neighbour_weight=0.0, **_PREV),
+    "wsum s^2/(s^2+c^2), w_dense=1": SearchConfig(w_dense=1.0, neighbour_weight=0.0, **_PREV),
+    "default without neighbour smoothing": SearchConfig(neighbour_weight=0.0, **_PREV),
+    "default before the thread score and form priors": SearchConfig(thread_weight=0.0, question_penalty=0.0,
+                                                                    short_penalty=0.0),
 }
 
 

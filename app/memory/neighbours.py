@@ -77,10 +77,12 @@ def thread_codes(threads: pa.Array | Sequence[str | None]) -> np.ndarray:
 
 
 def smooth(fused: Sequence[Hit], links: dict[str, tuple[str | None, str | None]],
-           extra: dict[str, Hit], weight: float) -> list[Hit]:
+           extra: dict[str, Hit], weight: float, own: dict[str, float] | None = None) -> list[Hit]:
     """Re-score ``fused`` (best first) with its neighbours' scores (see the module doc). ``links``: id ->
-    (previous id, next id) in the thread; ``extra``: neighbours not in ``fused`` with their own score."""
-    if weight <= 0 or not links:
+    (previous id, next id) in the thread; ``extra``: neighbours not in ``fused`` with their own score;
+    ``own``: id -> factor on that memory's *own* score only (`app.memory.priors`; its neighbours still get
+    their share of the unscaled score), 1 for ids it lacks."""
+    if (weight <= 0 or not links) and not own:
         return list(fused)
     base: dict[str, float] = {}
     rows: dict[str, Row] = {}
@@ -95,6 +97,7 @@ def smooth(fused: Sequence[Hit], links: dict[str, tuple[str | None, str | None]]
     for i, s in base.items():
         p, n = links.get(i, (None, None))
         near = max(base.get(p, 0.0) if p else 0.0, base.get(n, 0.0) if n else 0.0)
-        out.append((rows[i], (s + weight * near) / (1.0 + weight)))
+        mine = s * own.get(i, 1.0) if own else s
+        out.append((rows[i], (mine + weight * near) / (1.0 + weight)))
     out.sort(key=lambda h: (-h[1], h[0]["id"]))
     return out

@@ -19,8 +19,10 @@ Modes (`SearchConfig.mode`) and the scale of the score they return (higher = bet
 
 The default -- ``wsum`` with BM25 mapped by ``s^2 / (s^2 + 20^2)``, ``cos_floor=0.1``,
 ``w_dense=0.5``, question stop words dropped from the FTS query, 50 candidates per leg (a full-text
-hit outside the dense top 50 still gets its real cosine, `complete_dense`), 0.2 of the best thread
-neighbour's score added to each hit (`app.memory.neighbours`), FTS on ``search_text``
+hit outside the dense top 50 still gets its real cosine, `complete_dense`), then (`app.memory.rescore`)
+0.2 of the hit's thread score added (`app.memory.threads`), questions and memories under 30 words scaled
+down (`app.memory.priors`), 0.2 of the best thread neighbour's score added to each hit
+(`app.memory.neighbours`), FTS on ``search_text``
 (content + date + the previous memory of the thread, see `app.memory.context`) -- was chosen on
 LoCoMo conversations 0-4 (``scripts/bench_locomo.py``) and checked on conversations 5-9 and on the
 synthetic set (``scripts/bench_retrieval.py``); see docs/benchmarks.md ("LoCoMo").
@@ -36,6 +38,7 @@ from typing import Any, Literal
 import msgspec
 import numpy as np
 
+from app.memory.rescore import rescore
 from app.storage.filters import and_, current_filter
 
 SearchMode = Literal["fts", "dense", "hybrid", "rrf", "wsum"]
@@ -79,6 +82,15 @@ class SearchConfig(msgspec.Struct, frozen=True, kw_only=True):
     preprocess: Literal["none", "questions"] = "questions"
     # wsum only: share of the best thread neighbour's score added to each hit (`app.memory.neighbours`).
     neighbour_weight: float = 0.2
+    # wsum only: share of the thread's score (its best ``thread_top`` fused scores summed, / thread_top)
+    # added to each hit (`app.memory.threads`).
+    thread_weight: float = 0.2
+    thread_top: int = 2
+    # wsum only: a hit's own score times (1 - question_penalty) when it is a question, and times
+    # (1 - short_penalty * (1 - words / short_words)) when it has fewer than short_words words (`app.memory.priors`).
+    question_penalty: float = 0.2
+    short_penalty: float = 0.2
+    short_words: int = 30
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -87,6 +99,10 @@ class SearchConfig(msgspec.Struct, frozen=True, kw_only=True):
             raise ValueError("preprocess must be 'none' or 'questions'")
         if not 0.0 <= self.neighbour_weight <= 1.0:
             raise ValueError("neighbour_weight must be in [0, 1]")
+        if not (0.0 <= self.question_penalty <= 1.0 and 0.0 <= self.short_penalty <= 1.0):
+            raise ValueError("question_penalty and short_penalty must be in [0, 1]")
+        if self.thread_weight < 0 or self.thread_top < 1 or self.short_words < 1:
+            raise ValueError("thread_weight must be >= 0, thread_top and short_words >= 1")
         if self.bm25_curve not in ("sat", "sat2"):
             raise ValueError("bm25_curve must be 'sat' or 'sat2'")
         if self.fts_column not in ("search_text", "content"):
@@ -334,35 +350,9 @@ async def run_search(
         fused = fuse_rrf([(fts_hits, cfg.w_fts), (dense_hits, cfg.w_dense)], cfg.rrf_k)
     else:
         fused = fuse_wsum(fts_hits, dense_hits, cfg)
-        if cfg.neighbour_weight > 0 and neighbourhood is not None and decode is not None:
-            fused = await smooth_neighbours(fused, cfg, limit, lambda ids: neighbourhood(query_vector[0], ids),
-                                            decode, keep)
+        if decode is not None:  # thread score, form priors, neighbour smoothing (`app.memory.rescore`)
+            wsum = cfg.w_fts + cfg.w_dense
+            fused = await rescore(fused, cfg, limit, None if neighbourhood is None else
+                                  lambda ids: neighbourhood(query_vector[0], ids), decode, keep,
+                                  lambda cos: cfg.w_dense * dense_unit(cos, cfg) / wsum)
     return fused[:limit]
-
-
-async def smooth_neighbours(fused: list[Hit], cfg: SearchConfig, limit: int,
-                            neighbourhood: Callable[[Sequence[str]], Awaitable[Any]],
-                            decode: Callable[[Row], Row], keep: Callable[[Row], bool] | None) -> list[Hit]:
-    """`app.memory.neighbours.smooth` over the fused hits. Only the best ``max(3 * limit, 20)`` hits look
-    for neighbours (further down a hit cannot climb into the results); neighbours no leg returned are
-    scored by their cosine as `fuse_wsum` would score them, and decoded only if they make the first
-    ``limit`` (superseded ones are skipped when ``keep`` says so). Returns up to ``limit`` hits."""
-    from app.memory.neighbours import smooth
-
-    head = fused[:max(3 * limit, 20)]
-    got = await neighbourhood([r["id"] for r, _ in head])
-    if not got:
-        return fused[:limit]
-    links, extra = got
-    wsum = cfg.w_fts + cfg.w_dense
-    raw = {i: ({"id": i, "_raw": r}, cfg.w_dense * dense_unit(cos, cfg) / wsum) for i, (r, cos) in extra.items()}
-    out: list[Hit] = []
-    for row, score in smooth(fused, links, raw, cfg.neighbour_weight):
-        if "_raw" in row:
-            row = decode(row["_raw"])
-            if keep is not None and not keep(row):
-                continue
-        out.append((row, score))
-        if len(out) >= limit:
-            break
-    return out
