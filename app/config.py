@@ -76,7 +76,7 @@ class MemorySettings(msgspec.Struct, frozen=True):
     memory_model: str | None = None
     maintenance_interval: float = 30.0
     commit_lease: float = 60.0          # > the extractor's 30 s timeout: a live commit never loses its claim
-    commit_concurrency: int = 16
+    commit_concurrency: int = 4
     commit_sweep_interval: float = 5.0   # how often the turn log is read for conversations other processes left
     commit_takeover_grace: float = 5.0   # seconds past a conversation's deadline before another process commits it
     empty_namespace_ttl: float = 2.0  # how long "this namespace has no memories" is trusted
@@ -254,7 +254,7 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
             memory_model=(env.get("MEMCHAT_MEMORY_MODEL") or "").strip() or None,
             maintenance_interval=_positive(env, "MEMCHAT_MAINTENANCE_INTERVAL", 30.0),
             commit_lease=_positive(env, "MEMCHAT_COMMIT_LEASE", 60.0),
-            commit_concurrency=_int(env, "MEMCHAT_COMMIT_CONCURRENCY", 16, minimum=1),
+            commit_concurrency=_int(env, "MEMCHAT_COMMIT_CONCURRENCY", 4, minimum=1),
             commit_sweep_interval=max(0.1, _nonneg(env, "MEMCHAT_COMMIT_SWEEP_INTERVAL", 5.0)),
             commit_takeover_grace=_nonneg(env, "MEMCHAT_COMMIT_TAKEOVER_GRACE", 5.0),
             empty_namespace_ttl=_nonneg(env, "MEMCHAT_EMPTY_NAMESPACE_TTL", 2.0),

@@ -371,6 +371,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--check-convs", type=int, default=2000, help="conversations whose turn log is checked, at most")
     p.add_argument("--no-docs", action="store_true", help="do not write the 'Soak' section of docs/benchmarks.md")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                   help="extra environment for memchat (repeatable), e.g. MEMCHAT_COMMIT_CONCURRENCY=4")
     a = p.parse_args(argv)
     a.streams = a.streams or (50 if a.quick else 300)
     a.duration = a.duration or (15.0 if a.quick else 60.0)
@@ -392,7 +394,7 @@ def main(argv: list[str] | None = None) -> int:
         fake = FakeUpstream("--no-record").start()
         fake.set_config(tokens=100, **REALISTIC)
         env = memchat_env(fake.base_url, args.embedder, MEMCHAT_COMMIT_AFTER=str(COMMIT_AFTER), MEMCHAT_EXTRACTOR="llm",
-                          MEMCHAT_DEFAULT_MODEL=MODEL)
+                          MEMCHAT_DEFAULT_MODEL=MODEL, **dict(kv.split("=", 1) for kv in args.env))
         mc = Memchat(tmp / "data", env=env).start()
         info.update(mc_pid=mc.pid, fake_pid=fake.proc.pid)
         print(f"seeding {args.namespaces} namespaces x {args.seed_memories} memories ...", flush=True)

@@ -4,6 +4,12 @@ Deadline = last activity + ``commit_after``; a new turn pushes it back. The task
 cancel scope until the earliest deadline (``move_on_after``) or until a deadline changes, then hands due
 conversations to the committer (a few at a time). The turn log is the truth: a deadline is only a hint to
 look, and the committer re-checks idleness, so a turn served by another worker simply postpones it.
+
+The backlog is bounded: a due conversation becomes a task only when one of the ``max_concurrent`` slots is
+free (the others wait as heap entries, ~100 bytes each), and at most ``max_pending`` conversations are held
+here at all. Past that, a new conversation is not tracked (`deferred` counts them): its turns are durable
+in the turn log, not yet marked committed, and the sweeper (`app.commits.sweeper`) schedules it on one of
+its rounds once there is room -- late, never lost.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from app.turns.turnlog import TurnRecord
 log = logging.getLogger("memchat.scheduler")
 
 SETTLED_MEMORY = 100_000  # conversations remembered as committed (bounds the sweeper's re-checks)
+MAX_PENDING = 100_000  # conversations with a deadline held in memory (the rest wait in the turn log)
 
 
 class CommitStats:
@@ -39,7 +46,8 @@ class CommitStats:
 
 class CommitScheduler:
     def __init__(self, committer: Committer, *, max_concurrent: int = 4, retry_delay: float = 15.0,
-                 clock: Callable[[], float] = time.time, metrics: Metrics | None = None) -> None:
+                 clock: Callable[[], float] = time.time, metrics: Metrics | None = None,
+                 max_pending: int = MAX_PENDING) -> None:
         """``clock``: epoch seconds, the scale of deadlines (injectable, so tests can move time)."""
         self.committer = committer
         self.clock = clock
@@ -51,6 +59,9 @@ class CommitScheduler:
         self._wake = anyio.Event()
         self._running: set[ChatKey] = set()
         self._limiter = anyio.CapacityLimiter(max_concurrent)
+        self.max_concurrent = max_concurrent
+        self.max_pending = max_pending
+        self.deferred = 0  # new conversations not tracked because max_pending were (the sweeper finds them)
         self._retry_delay = retry_delay
         self._failures: dict[ChatKey, int] = {}
         # conversation -> when this process last found it fully committed (its own commit, or nothing left)
@@ -62,8 +73,8 @@ class CommitScheduler:
 
     @property
     def committing(self) -> int:
-        """Conversations whose commit is due and started: running, or waiting for one of the
-        ``max_concurrent`` slots."""
+        """Conversations whose commit has started (at most ``max_concurrent``; due ones beyond that wait
+        in `pending`)."""
         return len(self._running)
 
     @property
@@ -72,7 +83,13 @@ class CommitScheduler:
         return int(self._limiter.borrowed_tokens)
 
     def touch(self, key: ChatKey, due: float) -> None:
-        """Look at ``key`` at ``due`` (epoch seconds); replaces any earlier deadline."""
+        """Look at ``key`` at ``due`` (epoch seconds); replaces any earlier deadline. A new key is not taken
+        while ``max_pending`` are held (see the module's docstring)."""
+        if key not in self._due and len(self._due) >= self.max_pending:
+            self.deferred += 1
+            if self.metrics:
+                self.metrics.commits_deferred.inc()
+            return
         self._due[key] = due
         self._counter += 1
         heapq.heappush(self._heap, (due, self._counter, key))
@@ -96,9 +113,9 @@ class CommitScheduler:
         while len(self._settled) > SETTLED_MEMORY:
             self._settled.popitem(last=False)
 
-    def _pop_due(self, now: float) -> list[ChatKey]:
+    def _pop_due(self, now: float, room: int) -> list[ChatKey]:
         ready: list[ChatKey] = []
-        while self._heap and self._heap[0][0] <= now:
+        while self._heap and self._heap[0][0] <= now and len(ready) < room:
             due, _, key = heapq.heappop(self._heap)
             if self._due.get(key) != due or key in self._running:
                 continue  # superseded by a later touch, or being committed (re-touched after)
@@ -110,10 +127,11 @@ class CommitScheduler:
         async with anyio.create_task_group() as commits:
             task_status.started()
             while True:
-                for key in self._pop_due(self.clock()):
+                for key in self._pop_due(self.clock(), self.max_concurrent - len(self._running)):
                     self._running.add(key)
                     commits.start_soon(self._commit, key)
-                delay = self._heap[0][0] - self.clock() if self._heap else math.inf
+                full = len(self._running) >= self.max_concurrent  # woken when a commit ends
+                delay = self._heap[0][0] - self.clock() if self._heap and not full else math.inf
                 self._wake = anyio.Event()
                 with anyio.move_on_after(max(delay, 0.0)):
                     await self._wake.wait()
@@ -134,9 +152,11 @@ class CommitScheduler:
             delay = min(self._retry_delay * 2 ** (failures - 1), 3600)
             log.exception("commit of chat %s failed (attempt %d); retrying in %.0fs", key.chat_id, failures, delay)
             self._running.discard(key)
+            self._wake.set()  # a slot is free
             self.touch(key, max(self.clock() + delay, self._due.get(key, 0.0)))
             return
         self._running.discard(key)
+        self._wake.set()  # a slot is free
         self._failures.pop(key, None)
         if result.status in ("committed", "nothing"):
             self._settle(key, started_at)

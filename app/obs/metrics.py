@@ -122,6 +122,8 @@ class Metrics:
         self.commits = Counter("memchat_commits", "Conversation commits by outcome.", ["outcome"], registry=r)
         self.commit_seconds = Histogram("memchat_commit_seconds", "Time to commit a conversation.",
                                         buckets=COMMIT_BUCKETS, registry=r)
+        self.commits_deferred = Counter("memchat_commits_deferred", "New conversations not scheduled because "
+                                        "the backlog held its maximum (the sweeper schedules them later).", registry=r)
         self.memories_written = Counter("memchat_memories_written", "Memories written by commits.", registry=r)
         self.turns_written = Counter("memchat_turnlog_rows_written", "Turns written to the durable turn log "
                                      "(journal or table).", registry=r)

@@ -190,7 +190,9 @@ async def test_max_concurrent_commits(clock: Clock, committer: FakeCommitter) ->
         for key in gates:
             scheduler.touch(key, 1)
         await at(scheduler, clock, 1)
-        assert scheduler.committing == 3 and scheduler.committing_now == 2 and len(committer.calls) == 2
+        # two started; the third waits as a deadline (pending, with the wake-up key of `at`), not as a task
+        assert scheduler.committing == 2 and scheduler.committing_now == 2 and len(committer.calls) == 2
+        assert scheduler.pending == 2
         gates[committer.keys[0]].set()
         await settle()
         assert len(committer.calls) == 3 and scheduler.committing == 2
@@ -233,3 +235,36 @@ async def test_watching_a_conversation(clock: Clock, committer: FakeCommitter) -
         scheduler.touch(B, 20)
         await at(scheduler, clock, 20)                      # not idle: re-armed, so still watched
         assert scheduler.watching(B, last_turn_at=19)
+
+
+async def test_due_commits_beyond_the_slots_wait_as_deadlines_not_tasks(clock: Clock) -> None:
+    committer = FakeCommitter(clock)
+    keys = [ChatKey("org1", "ns", f"k{i}") for i in range(5)]
+    gates = {k: anyio.Event() for k in keys}
+    for k in keys:
+        committer.plans[k] = [gates[k]]
+    scheduler = CommitScheduler(committer, max_concurrent=2, clock=clock)  # type: ignore[arg-type]
+    async with running(scheduler):
+        for i, k in enumerate(keys):
+            scheduler.touch(k, 10.0 + i)
+        await at(scheduler, clock, 100.0)
+        assert committer.keys == keys[:2]  # two slots: two commits started, the rest not even as tasks
+        assert scheduler.committing == 2 and scheduler.pending == 3 + 1  # + the wake-up key of `at`
+        gates[keys[0]].set()
+        await settle()
+        assert committer.keys == keys[:3]  # a slot freed: the next due one starts
+        for k in keys:
+            gates[k].set()
+        await settle()
+        await settle()
+        assert committer.keys == keys and scheduler.committing == 0 and scheduler.stats.committed == 5
+
+
+async def test_past_max_pending_new_conversations_are_left_to_the_sweeper(clock: Clock) -> None:
+    scheduler = CommitScheduler(FakeCommitter(clock), max_pending=2, clock=clock)  # type: ignore[arg-type]
+    scheduler.touch(A, 10.0)
+    scheduler.touch(B, 10.0)
+    scheduler.touch(C, 10.0)  # a third conversation: not held
+    assert scheduler.pending == 2 and scheduler.deferred == 1 and not scheduler.watching(C, 0.0)
+    scheduler.touch(A, 20.0)  # one already held is still postponed
+    assert scheduler.pending == 2 and scheduler.deferred == 1

@@ -25,7 +25,7 @@ def test_defaults_from_an_empty_environment() -> None:
     assert m.embed_isolation == "process"
     assert (s.store.metadata_cache_mb, s.store.index_cache_mb) == (64, 1024)
     assert (m.commit_after, m.extractor, m.memory_model, m.commit_lease, m.commit_concurrency) == (
-        120, "llm", None, 60.0, 16)
+        120, "llm", None, 60.0, 4)
     assert (m.maintenance_interval, m.empty_namespace_ttl, m.vector_cache_mb, m.vector_cache_ttl) == (
         30.0, 2.0, 256, 5.0)
     assert (m.commit_sweep_interval, m.commit_takeover_grace) == (5.0, 5.0)
