@@ -42,6 +42,7 @@ class CommitStats:
         self.latency_sum = 0.0
         self.latency_count = 0
         self.last_latency = 0.0
+        self.lag_max = 0.0  # deadline -> done, the longest seen
 
 
 class CommitScheduler:
@@ -113,30 +114,32 @@ class CommitScheduler:
         while len(self._settled) > SETTLED_MEMORY:
             self._settled.popitem(last=False)
 
-    def _pop_due(self, now: float, room: int) -> list[ChatKey]:
-        ready: list[ChatKey] = []
+    def _pop_due(self, now: float, room: int) -> list[tuple[ChatKey, float]]:
+        ready: list[tuple[ChatKey, float]] = []
         while self._heap and self._heap[0][0] <= now and len(ready) < room:
             due, _, key = heapq.heappop(self._heap)
             if self._due.get(key) != due or key in self._running:
                 continue  # superseded by a later touch, or being committed (re-touched after)
             del self._due[key]
-            ready.append(key)
+            ready.append((key, due))
         return ready
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         async with anyio.create_task_group() as commits:
             task_status.started()
             while True:
-                for key in self._pop_due(self.clock(), self.max_concurrent - len(self._running)):
+                for key, due in self._pop_due(self.clock(), self.max_concurrent - len(self._running)):
                     self._running.add(key)
-                    commits.start_soon(self._commit, key)
+                    commits.start_soon(self._commit, key, due)
                 full = len(self._running) >= self.max_concurrent  # woken when a commit ends
                 delay = self._heap[0][0] - self.clock() if self._heap and not full else math.inf
                 self._wake = anyio.Event()
                 with anyio.move_on_after(max(delay, 0.0)):
                     await self._wake.wait()
 
-    async def _commit(self, key: ChatKey) -> None:
+    async def _commit(self, key: ChatKey, due: float | None = None) -> None:
+        """Commit ``key``, whose deadline was ``due`` (epoch seconds): the commit's own time and its lag
+        (deadline → done, the wait for a slot included) are observed."""
         started = time.perf_counter()
         started_at = self.clock()
         result: CommitResult | None = None
@@ -167,9 +170,12 @@ class CommitScheduler:
             self.stats.latency_sum += elapsed
             self.stats.latency_count += 1
             self.stats.last_latency = elapsed
+            lag = max(0.0, self.clock() - due) if due is not None else elapsed
+            self.stats.lag_max = max(self.stats.lag_max, lag)
             if self.metrics:
                 self.metrics.commits.labels("done").inc()
                 self.metrics.commit_seconds.observe(elapsed)
+                self.metrics.commit_lag.observe(lag)
                 self.metrics.memories_written.inc(len(result.memories))
         if key in self._due:  # touched while committing: its heap entry was skipped, so re-arm it
             self.touch(key, self._due[key])

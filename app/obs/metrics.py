@@ -29,7 +29,7 @@ SURFACES = ("openai", "personal", "rest", "ws", "web", "ops", "other")
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 ADDED_BUCKETS = (0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 FAST_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
-COMMIT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+COMMIT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 COUNT_BUCKETS = (0, 1, 2, 4, 8, 16, 32, 64)
 LAG_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
@@ -122,6 +122,9 @@ class Metrics:
         self.commits = Counter("memchat_commits", "Conversation commits by outcome.", ["outcome"], registry=r)
         self.commit_seconds = Histogram("memchat_commit_seconds", "Time to commit a conversation.",
                                         buckets=COMMIT_BUCKETS, registry=r)
+        self.commit_lag = Histogram("memchat_commit_lag_seconds", "A conversation's idle deadline -> its commit "
+                                    "done (the wait for a commit slot included).", buckets=COMMIT_BUCKETS,
+                                    registry=r)
         self.commits_deferred = Counter("memchat_commits_deferred", "New conversations not scheduled because "
                                         "the backlog held its maximum (the sweeper schedules them later).", registry=r)
         self.memories_written = Counter("memchat_memories_written", "Memories written by commits.", registry=r)

@@ -268,3 +268,22 @@ async def test_past_max_pending_new_conversations_are_left_to_the_sweeper(clock:
     assert scheduler.pending == 2 and scheduler.deferred == 1 and not scheduler.watching(C, 0.0)
     scheduler.touch(A, 20.0)  # one already held is still postponed
     assert scheduler.pending == 2 and scheduler.deferred == 1
+
+
+async def test_the_commit_lag_counts_the_wait_for_a_slot(clock: Clock) -> None:
+    committer = FakeCommitter(clock)
+    first, second = ChatKey("org1", "ns", "first"), ChatKey("org1", "ns", "second")
+    gate = anyio.Event()
+    committer.plans[first] = [gate]
+    scheduler = CommitScheduler(committer, max_concurrent=1, clock=clock)  # type: ignore[arg-type]
+    async with running(scheduler):
+        scheduler.touch(first, 10.0)
+        scheduler.touch(second, 10.0)
+        await at(scheduler, clock, 10.0)
+        assert committer.keys == [first]  # the only slot is taken
+        clock.now = 100.0  # the second one waits 90 s past its deadline
+        gate.set()
+        await settle()
+        await settle()
+    assert committer.keys == [first, second]
+    assert scheduler.stats.lag_max == 90.0  # deadline -> done, not just the commit's own (instant) time
