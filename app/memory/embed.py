@@ -10,8 +10,8 @@ One small async interface, :class:`Embedder`, and three implementations:
 :func:`app.memory.embedders.build_embedder` picks one from configuration; :func:`local_model_available` tells whether
 the local model can be used. Every ``embed`` returns a float32 array of shape
 ``(len(texts), dim)`` whose rows are L2-normalised (so cosine similarity == dot product), and
-raises :class:`EmbeddingError` when embedding fails. Nothing here keeps module-level state:
-each embedder owns its model, cache and limiter.
+raises :class:`EmbeddingError` when embedding fails. Nothing here keeps module-level state but the
+``background_embedding`` context variable: each embedder owns its model, cache and limiters.
 """
 
 from __future__ import annotations
@@ -158,7 +158,7 @@ class LocalEmbedder:
     * ``isolation``: ``"thread"`` (default) encodes in a worker thread of this process; ``"process"``
       in a worker process of its own (`app.memory.embed_process`): in a busy server a worker thread
       waits for the event loop's GIL after each of the forward pass's ~120 numpy calls (measured: one
-      query ~11 ms alone, ~50 ms beside a busy loop). The server uses ``"process"``.
+      query ~11 ms alone, 49–490 ms beside a busy thread). The server uses ``"process"``.
     * Lanes: calls made under :func:`background_embedding` (idle commits) first take a background
       slot of their own, so at most one of them waits for the encoder ahead of a request's query
       embedding, however many commits run at once.
