@@ -5,7 +5,8 @@ arithmetic and must take it back afterwards. In a worker *thread* of a busy serv
 GIL most of the time and hands it over only every ``sys.getswitchinterval()`` (5 ms), so one query embedding
 took 49–490 ms instead of ~11, by how busy the loop was (`scripts/bench_embed_gil.py`); encodes are
 serialised, so a few dozen requests per second queued behind each other for their retrieval (the
-300-stream soak: TTFT p50 16 s with memchat using less than one core). In a process of its own the model runs at full speed on the other core.
+300-stream soak: TTFT p50 16 s with memchat using less than one core). In a process of its own the model
+runs at full speed on the other core.
 
 :class:`ProcessEncoder` runs :func:`encode` through ``anyio.to_process`` behind the embedder's limiter (one
 worker process: parallel encodes would only fight over the cores). The worker keeps the loaded model for its
