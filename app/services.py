@@ -60,7 +60,8 @@ def _embedder(settings: Settings, backend: ChatBackend) -> Embedder:
     try:
         return build_embedder(kind, openai_client=client,
                               model=settings.memory.embed_model if kind == "openai" else None,
-                              isolation=settings.memory.embed_isolation)
+                              isolation=settings.memory.embed_isolation,
+                              runtime=settings.memory.embed_runtime)
     except EmbedderUnavailable as exc:
         log.warning("local embedder unavailable (%s); using full-text search only", exc)
         return build_embedder("none")
@@ -152,8 +153,8 @@ class Services:
                                     token_budget=settings.memory.token_budget)
         chat = ChatService(backend, conversations, retriever, default_model=settings.server.default_model,
                            metrics=metrics)
-        log.info("memory: store %s, embedder %s, extractor %s", settings.store.memory_uri, embedder.name,
-                 extractor.name)
+        log.info("memory: store %s, embedder %s%s, extractor %s", settings.store.memory_uri, embedder.name,
+                 f" ({embedder.runtime})" if getattr(embedder, "runtime", None) else "", extractor.name)
         return cls(settings=settings, keyring=keyring, db=db, backend=backend, store=store, turnlog=turnlog,
                    commits=commits, conversations=conversations, scheduler=scheduler, sweeper=sweeper, chat=chat,
                    memories=memories, events=events, metrics=metrics, store_cache=store_cache)

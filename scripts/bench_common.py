@@ -257,6 +257,10 @@ def chat_body(text: str, *, stream: bool = True, model: str = MODEL, max_tokens:
 # ------------------------------------------------------------------------------------------ servers
 
 
+# Passed from the bench's environment to memchat's (which otherwise starts clean of MEMCHAT_* variables).
+AB_VARIABLES = ("MEMCHAT_UPSTREAM_HTTP_CLIENT", "MEMCHAT_EMBEDDER_RUNTIME")
+
+
 def memchat_env(upstream_base: str, embedder: str = "local", **extra: str) -> dict[str, str]:
     env = {
         "MEMCHAT_UPSTREAM_BASE_URL": upstream_base,
@@ -268,8 +272,9 @@ def memchat_env(upstream_base: str, embedder: str = "local", **extra: str) -> di
         "MEMCHAT_COMMIT_AFTER": "86400",
         "MEMCHAT_EXTRACTOR": "heuristic",
     }
-    if os.environ.get("MEMCHAT_UPSTREAM_HTTP_CLIENT"):  # compare the upstream transports: set it for the bench
-        env["MEMCHAT_UPSTREAM_HTTP_CLIENT"] = os.environ["MEMCHAT_UPSTREAM_HTTP_CLIENT"]
+    for name in AB_VARIABLES:  # A/B runs: set one of these for the bench to compare the alternatives
+        if os.environ.get(name):
+            env[name] = os.environ[name]
     env.update(extra)
     return env
 

@@ -38,12 +38,12 @@ log = logging.getLogger("memchat.embed")
 
 
 @lru_cache(maxsize=2)
-def _model(model_dir: str, blas_threads: int | None) -> MiniLMModel:
+def _model(model_dir: str, blas_threads: int | None, runtime: str = "numpy") -> MiniLMModel:
     """The model of ``model_dir``, loaded once per worker process."""
     from app.memory.minilm import MiniLMModel
 
     try:
-        model = MiniLMModel(Path(model_dir))
+        model = MiniLMModel(Path(model_dir), runtime=runtime, threads=blas_threads)
     except Exception as e:  # corrupt/incompatible files
         raise EmbedderUnavailable(f"local embedder: cannot load model from {model_dir}: {e}") from None
     if blas_threads is not None and not any(os.environ.get(v) for v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")):
@@ -53,9 +53,9 @@ def _model(model_dir: str, blas_threads: int | None) -> MiniLMModel:
     return model
 
 
-def encode(model_dir: str, blas_threads: int | None, texts: list[str]) -> np.ndarray:
+def encode(model_dir: str, blas_threads: int | None, runtime: str, texts: list[str]) -> np.ndarray:
     """Runs in the worker process: ``texts`` -> float32 (n, dim), rows L2-normalised."""
-    model = _model(model_dir, blas_threads)
+    model = _model(model_dir, blas_threads, runtime)
     try:
         return model.encode(texts)
     except Exception as e:
@@ -65,16 +65,18 @@ def encode(model_dir: str, blas_threads: int | None, texts: list[str]) -> np.nda
 class ProcessEncoder:
     """Encodes in one worker process shared by the calls that hold ``limiter``."""
 
-    def __init__(self, model_dir: Path, blas_threads: int | None, limiter: anyio.CapacityLimiter) -> None:
+    def __init__(self, model_dir: Path, blas_threads: int | None, limiter: anyio.CapacityLimiter,
+                 runtime: str = "numpy") -> None:
         self.model_dir = str(model_dir)
         self.blas_threads = blas_threads
         self.limiter = limiter
+        self.runtime = runtime
 
     async def encode(self, texts: Sequence[str]) -> np.ndarray:
         batch = list(texts)
         for attempt in (1, 2):
             try:
-                return await anyio.to_process.run_sync(encode, self.model_dir, self.blas_threads, batch,
+                return await anyio.to_process.run_sync(encode, self.model_dir, self.blas_threads, self.runtime, batch,
                                                        limiter=self.limiter)
             except BrokenWorkerProcess as e:
                 if attempt == 2:

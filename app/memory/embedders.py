@@ -19,6 +19,7 @@ def build_embedder(
     model: str | None = None,
     dimensions: int | None = None,
     isolation: str = "thread",
+    runtime: str = "numpy",
 ) -> Embedder:
     """Make the embedder for ``kind`` in {"local", "openai", "none"}.
 
@@ -26,7 +27,8 @@ def build_embedder(
       ``sentence-transformers/`` name) or a directory holding such a model; ``dimensions``,
       if given, must be 384. Raises :class:`EmbedderUnavailable` when the files are missing
       -- the caller decides whether to fall back (e.g. to ``"none"``). Weights load lazily;
-      ``isolation`` (``"thread"`` or ``"process"``) says where the model runs (`LocalEmbedder`).
+      ``isolation`` (``"thread"`` or ``"process"``) says where the model runs and ``runtime``
+      (``"numpy"``, ``"onnx"``, ``"auto"``) what runs it (`LocalEmbedder`).
     * ``"openai"``: needs ``openai_client`` and ``model``; ``dimensions`` is optional.
     * ``"none"``: :class:`NullEmbedder`.
 
@@ -42,7 +44,7 @@ def build_embedder(
                     "holding a sentence-transformers BERT model) is supported"
                 )
             model_dir = Path(model)
-        emb = LocalEmbedder(model_dir, isolation=isolation)
+        emb = LocalEmbedder(model_dir, isolation=isolation, runtime=runtime)
         if dimensions is not None and int(dimensions) != emb.dim:
             raise ValueError(f"local embedder produces {emb.dim}-dimensional vectors, not {dimensions}")
         return emb

@@ -84,9 +84,12 @@ def model_dir():
     return local_model_dir()
 
 
-@pytest.fixture(scope="module")
-def model(model_dir):
-    return MiniLMModel(model_dir)
+@pytest.fixture(scope="module", params=["numpy", "onnx"])
+def model(model_dir, request):
+    """The model with its encoder layers in numpy and in ONNX Runtime: every model test runs on both."""
+    m = MiniLMModel(model_dir, runtime=request.param)
+    assert m.runtime == request.param
+    return m
 
 
 # ----------------------------------------------------------------- golden values
