@@ -183,6 +183,11 @@ def rss_mib(pid: int) -> float:
     return sum(_status_kb(p, "VmRSS") for p in process_tree(pid)) / 1024
 
 
+def own_rss_mib(pid: int) -> float:
+    """Current RSS of ``pid`` alone (not its children)."""
+    return _status_kb(pid, "VmRSS") / 1024
+
+
 def peak_rss_mib(pid: int) -> float:
     """Peak RSS (VmHWM) summed over the live process tree."""
     return sum(_status_kb(p, "VmHWM") for p in process_tree(pid)) / 1024
@@ -512,6 +517,6 @@ __all__ = [
     "API_KEY", "CpuMeter", "DOCS", "LITELLM_VERSION", "MODEL", "ORG", "REALISTIC", "ROOT", "ZERO",
     "FakeUpstream", "LiteLLM", "Memchat", "RawClient", "StreamResult",
     "chat_body", "cleanup_app_exports", "closed_loop", "cpu_seconds", "find_litellm", "fmt", "install_litellm", "load_now", "machine_line", "md_table",
-    "mean", "memchat_env", "pct", "peak_rss_mib", "process_tree", "rss_mib", "thread_cpu", "thread_cpu_delta",
+    "mean", "memchat_env", "own_rss_mib", "pct", "peak_rss_mib", "process_tree", "rss_mib", "thread_cpu", "thread_cpu_delta",
     "use_app_ref", "versions", "write_section",
 ]

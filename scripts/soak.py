@@ -41,7 +41,7 @@ from bench_common import (  # noqa: E402, I001
     start_run,
     stop_all,
     MODEL, REALISTIC, CpuMeter, FakeUpstream, Memchat, fmt, load_now, machine_line, md_table, memchat_env, pct,
-    peak_rss_mib, rss_mib, versions, write_section)
+    own_rss_mib, peak_rss_mib, rss_mib, versions, write_section)
 from bench_text import Questions, fill_template, memory_texts  # noqa: E402
 from soak_clients import AUTH, Conv, Res, SoakClient, WsClient, classify  # noqa: E402
 
@@ -173,7 +173,9 @@ def bucket_quantile(m: dict[str, float], name: str, q: float) -> float | None:
 
 def point(label: str, t: float, mc: Memchat, load: Load | None, cores: float | None = None) -> dict[str, Any]:
     m = mc.metrics()
-    return {"label": label, "t": t, "rss": rss_mib(mc.pid), "cores": cores, "done": load.done if load else 0,
+    rss = rss_mib(mc.pid)
+    return {"label": label, "t": t, "rss": rss, "rss_children": rss - own_rss_mib(mc.pid),
+            "store_cache": m.get("memchat_store_cache_bytes", 0) / 2**20, "cores": cores, "done": load.done if load else 0,
             "errors": load.errors() if load else 0, "commits": m.get('memchat_commits_total{outcome="done"}', 0),
             "failed": m.get('memchat_commits_total{outcome="failed"}', 0),
             "memories": m.get("memchat_memories_written_total", 0), "rows": m.get("memchat_turnlog_rows_written_total", 0),
@@ -308,9 +310,10 @@ def report(args: argparse.Namespace, info: dict[str, Any], out: dict[str, Any]) 
                   [[f"`{s}`", st.clients, st.ok, ", ".join(f"{k} {v}" for k, v in st.errors.most_common()) or "0",
                     f"{ms(pct(st.ttft, 50))} / {ms(pct(st.ttft, 99))} ({'response' if s == 'openai-json' else 'TTFT'})",
                     f"{ms(pct(st.gaps, 50))} / {ms(pct(st.gaps, 99))}" if st.gaps else "—"] for s, st in load.stats.items()])
-    t2 = md_table(["point", "t (s)", "server RSS MiB", "server cores", "requests done", "errors", "commits done",
-                   "memories written", "event-loop tasks", "pending commits"],
-                  [[p["label"], f"{p['t']:.0f}", f"{p['rss']:.0f}", fmt(p["cores"], 2) if p["cores"] is not None else "",
+    t2 = md_table(["point", "t (s)", "server RSS MiB", "of it: child processes", "LanceDB caches MiB", "server cores",
+                   "requests done", "errors", "commits done", "memories written", "event-loop tasks", "pending commits"],
+                  [[p["label"], f"{p['t']:.0f}", f"{p['rss']:.0f}", f"{p['rss_children']:.0f}", f"{p['store_cache']:.0f}",
+                    fmt(p["cores"], 2) if p["cores"] is not None else "",
                     p["done"], p["errors"], f"{p['commits']:.0f}", f"{p['memories']:.0f}", f"{p['tasks']:.0f}",
                     f"{p['pending']:.0f}"] for p in out["samples"]])
     cpu, ok = out["cpu"], sum(st.ok for st in load.stats.values())
@@ -342,7 +345,8 @@ personal chat sends the `session_id`, websocket the `chat_id`. Latency = request
 
 {examples or 'No errors.'}
 
-Server RSS (process tree), and memchat's CPU seconds per wall second since the previous sample. Whole load:
+Server RSS (process tree; "child processes": the embedding model's worker), LanceDB's metadata and index
+caches (`memchat_store_cache_bytes`), and memchat's CPU seconds per wall second since the previous sample. Whole load:
 memchat {cpu['procs'][info['mc_pid']] / cpu['wall']:.2f} cores, fake upstream {cpu['procs'][info['fake_pid']] / cpu['wall']:.2f},
 client {cpu['client_cores']:.2f}, other processes {cpu['foreign_cores']:.2f}.
 

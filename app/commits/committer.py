@@ -2,6 +2,12 @@
 
 turns → claim (``CommitLog``) → extract (saved in the claim) → embed + write memories under ids derived
 from the commit key (re-running writes nothing new) → supersede contradicted memories → done.
+
+Every write a commit makes (claim, saved facts, memories, supersessions, done, the turn log's mark) takes the
+committer's write lane (``write_concurrency``, default 2) first; the extraction call and the reads do not.
+A commit spends most of its time waiting for the extraction model, so many commits can run at once
+(``MEMCHAT_COMMIT_CONCURRENCY``) while LanceDB sees at most two of their writes at a time: concurrent writes
+to one table conflict and retry, which cost more than the wait.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
+import anyio
 import msgspec
 
 from app.commits.log import CommitLog, CommitRow
@@ -56,7 +63,7 @@ class Committer:
     def __init__(self, turnlog: TurnLog, commits: CommitLog, store: MemoryStore, extractor: Extractor, *,
                  owner: str, memory_model: str | None = None,
                  on_committed: Callable[[ChatKey, list[Memory]], None] | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, write_concurrency: int = 2) -> None:
         self.turnlog = turnlog
         self.commits = commits
         self.store = store
@@ -65,6 +72,7 @@ class Committer:
         self.memory_model = memory_model
         self.on_committed = on_committed
         self.clock = clock  # epoch seconds: idleness is judged against it
+        self.writes = anyio.CapacityLimiter(max(1, int(write_concurrency)))  # the write lane (module docstring)
 
     async def pending_turns(self, key: ChatKey, turns: Sequence[TurnRecord]) -> tuple[list[TurnRecord], list[CommitRow], int]:
         """The turns after the last done commit, the conversation's commit rows, and the last done seq."""
@@ -76,7 +84,8 @@ class Committer:
         """Record in the turn log that the conversation is committed through ``through_seq`` (it only
         spares start-up recovery the rows; a failure is logged, never fatal)."""
         try:
-            await self.turnlog.mark_committed(key.org_id, key.namespace, key.chat_id, through_seq)
+            async with self.writes:
+                await self.turnlog.mark_committed(key.org_id, key.namespace, key.chat_id, through_seq)
         except Exception as exc:
             log.warning("marking chat %s committed through %d failed: %s", key.chat_id, through_seq, exc)
 
@@ -107,7 +116,8 @@ class Committer:
             return CommitResult("nothing")
         else:
             from_seq, to_seq = pending[0].seq, pending[-1].seq
-        row = await self.commits.claim(key.org_id, key.namespace, key.chat_id, from_seq, to_seq, self.owner)
+        async with self.writes:
+            row = await self.commits.claim(key.org_id, key.namespace, key.chat_id, from_seq, to_seq, self.owner)
         if row is None:
             return CommitResult("busy", retry_at=self.clock() + self.commits.lease.total_seconds())
         result = await self._run(key, row, pending)
@@ -133,7 +143,9 @@ class Committer:
                                       created_at=t.created_at) for t in pending]
             model = self.memory_model or next((t.model for t in reversed(pending) if t.model), None)
             facts = await self.extractor.extract(turns, existing, model=model, now=datetime.now(UTC))
-            if not await self.commits.save_facts(row, msgspec.json.encode(facts).decode()):
+            async with self.writes:
+                saved = await self.commits.save_facts(row, msgspec.json.encode(facts).decode())
+            if not saved:
                 return CommitResult("lost")
             row = msgspec.structs.replace(row, state="extracted")
         by_turn = {t.turn_id: t for t in pending}
@@ -143,14 +155,16 @@ class Committer:
             items.append(NewMemory(content=fact.content, source="conversation", source_thread_id=key.chat_id,
                                    source_turn_id=turn.turn_id, entities=list(fact.entities),
                                    created_at=turn.created_at, id=memory_id(row.commit_key, index)))
-        memories = await self.store.add(key.org_id, key.namespace, items) if items else []
         known = {m.id for m in existing}
         superseded = 0
-        for fact, memory in zip(facts, memories, strict=False):
-            for old_id in fact.supersedes:
-                if old_id in known and old_id != memory.id:
-                    superseded += int(await self.store.supersede(key.org_id, key.namespace, old_id, memory.id))
-        if not await self.commits.finish(row, [m.id for m in memories]):
+        async with self.writes:
+            memories = await self.store.add(key.org_id, key.namespace, items) if items else []
+            for fact, memory in zip(facts, memories, strict=False):
+                for old_id in fact.supersedes:
+                    if old_id in known and old_id != memory.id:
+                        superseded += int(await self.store.supersede(key.org_id, key.namespace, old_id, memory.id))
+            finished = await self.commits.finish(row, [m.id for m in memories])
+        if not finished:
             return CommitResult("lost")
         log.info("committed chat %s turns %d-%d: %d memories, %d superseded", key.chat_id, row.from_seq,
                  row.to_seq, len(memories), superseded)
