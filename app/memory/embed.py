@@ -161,7 +161,7 @@ class LocalEmbedder:
       waits for the event loop's GIL after each of the forward pass's ~120 numpy calls (measured: one
       query ~11 ms alone, 49–490 ms beside a busy thread). The server uses ``"process"``.
     * ``runtime``: ``"numpy"`` (default here) or ``"onnx"`` -- the encoder layers in ONNX Runtime, same
-      vectors, about half the time per query (`app.memory.minilm_onnx`); ``"auto"`` picks ``"onnx"`` when
+      vectors, ~40 % less time per short query (`app.memory.minilm_onnx`); ``"auto"`` picks ``"onnx"`` when
       it is installed. The server uses ``"auto"`` (``MEMCHAT_EMBEDDER_RUNTIME``).
     * Lanes: calls made under :func:`background_embedding` (idle commits) first take a background
       slot of their own, so at most one of them waits for the encoder ahead of a request's query
@@ -218,7 +218,8 @@ class LocalEmbedder:
         self._closed = False
         self._blas_threads = blas_threads
         self.isolation = isolation
-        self._process = ProcessEncoder(model_dir, blas_threads, self._limiter, self.runtime) if isolation == "process" else None
+        self._process = (ProcessEncoder(model_dir, blas_threads, self._limiter, self.runtime)
+                         if isolation == "process" else None)
 
     # -- sync core (runs in the worker thread) --
     def _get_model(self) -> MiniLMModel:

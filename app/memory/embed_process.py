@@ -76,8 +76,8 @@ class ProcessEncoder:
         batch = list(texts)
         for attempt in (1, 2):
             try:
-                return await anyio.to_process.run_sync(encode, self.model_dir, self.blas_threads, self.runtime, batch,
-                                                       limiter=self.limiter)
+                return await anyio.to_process.run_sync(encode, self.model_dir, self.blas_threads, self.runtime,
+                                                       batch, limiter=self.limiter)
             except BrokenWorkerProcess as e:
                 if attempt == 2:
                     raise EmbeddingError(f"local embedder: the worker process failed twice: {e}") from e

@@ -24,7 +24,7 @@ all cores); :func:`set_blas_threads` changes that at run time, process-wide. ``e
 mutable state, so it may be called from several threads, but there is no gain in doing so.
 
 Runtime: ``runtime="onnx"`` runs the six encoder layers in ONNX Runtime instead (`app.memory.minilm_onnx`,
-``threads`` intra-op threads), same weights and vectors, about half the time of a short query; ``"auto"``
+``threads`` intra-op threads), same weights and vectors, ~40 % less time per short query; ``"auto"``
 picks it when ``onnxruntime`` is installed. Tokenisation, embeddings and pooling are shared.
 """
 

@@ -3,7 +3,7 @@
 The same float32 weights, the same arithmetic (fused QKV projection with the attention scale folded in,
 additive key mask, exact-erf GELU, post-layer-norm residuals), expressed as an ONNX graph built in memory
 from the loaded model -- no model file is converted or shipped. ONNX Runtime's CPU kernels (MLAS) run a
-short query's forward pass in about half the time of OpenBLAS through numpy on one thread
+short query's forward pass in ~0.6x the time of OpenBLAS through numpy on one thread
 (`scripts/bench_embed_runtime.py`), and the vectors are the numpy model's to float32 noise, so a store
 written with either runtime serves the other.
 

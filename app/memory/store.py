@@ -94,7 +94,8 @@ class MemoryStore:
         self.dim = int(embedder.dim)
         self._maintain_lock = asyncio.Lock()
         self.presence = TenantPresence(self._count_tenant)
-        self.vectors = VectorCache(self._load_tenant_vectors, max_bytes=0 if self.dim == 0 else DEFAULT_MAX_BYTES)
+        self.vectors = VectorCache(self._load_tenant_vectors, max_bytes=0 if self.dim == 0 else DEFAULT_MAX_BYTES,
+                                   version=self._table.version)
 
     # ------------------------------------------------------------------ open / close
 

@@ -171,3 +171,47 @@ async def test_store_search_matches_lancedb_through_every_kind_of_write(stores) 
 
     await cached.delete_namespace("org", "ns")
     assert await ranking(cached, query) == []
+
+
+async def test_an_unchanged_table_is_not_read_again_after_the_ttl() -> None:
+    rng, clock = np.random.default_rng(5), Clock()
+    loader, table_version = Loader(rows(unit(rng, 3), ["a", "b", "c"])), [7]
+
+    async def version() -> int:
+        return table_version[0]
+
+    cache = VectorCache(loader, ttl=5, clock=clock, version=version)
+    query = unit(rng, 1)[0]
+    await cache.search("o", "n", query, 1)
+    clock.now += 6
+    await cache.search("o", "n", query, 1)
+    assert loader.calls == 1                      # same version: kept for another ttl
+    clock.now += 4
+    table_version[0] = 8                          # someone wrote, but the ttl has not run out again
+    await cache.search("o", "n", query, 1)
+    assert loader.calls == 1
+    clock.now += 2
+    await cache.search("o", "n", query, 1)
+    assert loader.calls == 2                      # the table changed: read again
+    cache.appended("o", "n", ["new"], query.reshape(1, -1), ["new"])        # this process wrote
+    clock.now += 6
+    await cache.search("o", "n", query, 1)
+    assert loader.calls == 3                      # its own write leaves the version unknown: read again
+
+
+async def test_another_processs_write_reaches_the_dense_leg_and_no_write_means_no_reload(tmp_path) -> None:
+    mine = await MemoryStore.open(str(tmp_path / "lancedb"), HashEmbedder())
+    other = await MemoryStore.open(str(tmp_path / "lancedb"), HashEmbedder())
+    try:
+        mine.vectors.ttl = 0                      # every search looks again
+        await other.add("org", "ns", [NewMemory(content="my dog Rex loves the beach")])
+        assert [c for c, _ in await ranking(mine, "dog beach")] == ["my dog Rex loves the beach"]
+        for _ in range(3):
+            await ranking(mine, "dog beach")
+        assert mine.vectors.loads == 1            # nothing written since: never read again
+        await other.add("org", "ns", [NewMemory(content="Rex the dog adores the beach")])
+        assert "Rex the dog adores the beach" in [c for c, _ in await ranking(mine, "dog beach")]
+        assert mine.vectors.loads == 2
+    finally:
+        await mine.close()
+        await other.close()
