@@ -12,7 +12,7 @@ LanceDB query on first use:
   worker or replica on the same store) reach this process's dense leg within ``ttl``
   (``MEMCHAT_VECTOR_CACHE_TTL``, default 5 s); the full-text leg always reads the table. Given ``version``
   (the table's version, read before each load), an entry whose table has not changed since it was loaded is
-  kept for another ``ttl`` instead of being read again: a 10 000-memory namespace costs ~0.3 s of CPU to
+  kept for another ``ttl`` instead of being read again: a 10 000-memory namespace costs ~0.1 s of CPU to
   load, which an idle table would otherwise pay every ``ttl`` for every busy namespace;
 * the total size is bounded (``MEMCHAT_VECTOR_CACHE_MB``, default 256); least recently used namespaces
   are dropped first, and a namespace larger than the whole budget is never cached (the search then asks

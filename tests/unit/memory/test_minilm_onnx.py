@@ -54,17 +54,22 @@ def test_runtime_choice(monkeypatch):
 
 
 def test_onnx_available_is_false_without_the_package(monkeypatch):
-    import builtins
+    import importlib.util
 
-    real_import = builtins.__import__
-
-    def no_onnxruntime(name, *args, **kwargs):
-        if name == "onnxruntime":
-            raise ImportError("No module named 'onnxruntime'")
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", no_onnxruntime)
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "onnxruntime" else real_find_spec(name, *a))
     assert minilm_onnx.onnx_available() is False
+
+
+def test_the_server_process_does_not_import_onnx_to_choose_the_runtime():
+    import subprocess
+    import sys
+
+    code = ("import sys; from app.memory.embed import LocalEmbedder; e = LocalEmbedder(isolation='process', "
+            "runtime='auto'); print(e.runtime, 'onnx' in sys.modules, 'onnxruntime' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.split() == ["onnx", "False", "False"]
 
 
 def test_embedder_asked_for_onnx_without_it_uses_numpy(monkeypatch, caplog):
