@@ -182,6 +182,8 @@ class Services:
         m.loop_tasks.set(len(asyncio.all_tasks()))
         if self.store_cache is not None:
             m.store_cache_bytes.set(self.store_cache.size_bytes)
+        m.vector_cache_bytes.set(self.store.vectors.nbytes)
+        m.vector_cache_loads.set(self.store.vectors.loads)
 
     async def _gauge_loop(self) -> None:
         while True:

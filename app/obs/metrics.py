@@ -147,6 +147,10 @@ class Metrics:
                              "slots.", **gauge)
         self.store_cache_bytes = Gauge("memchat_store_cache_bytes", "Bytes held by LanceDB's metadata and index "
                                        "caches (bounded by MEMCHAT_STORE_*_CACHE_MB).", **gauge)
+        self.vector_cache_bytes = Gauge("memchat_vector_cache_bytes", "Bytes of namespace vectors held for the "
+                                        "dense search leg (bounded by MEMCHAT_VECTOR_CACHE_MB).", **gauge)
+        self.vector_cache_loads = Gauge("memchat_vector_cache_loads", "Namespaces read into the vector cache "
+                                        "since start (a busy namespace re-read often shows here).", **gauge)
         self.loop_tasks = Gauge("memchat_event_loop_tasks", "Tasks alive on the workers' event loops (a leak "
                                 "shows here).", **gauge)
         self.loop_lag = Histogram("memchat_event_loop_lag_seconds", "How late the event loop woke a probe that "
