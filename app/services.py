@@ -29,6 +29,7 @@ from app.config import Settings
 from app.llm.backend import ChatBackend
 from app.llm.offline import OfflineResponder
 from app.llm.upstream import UpstreamClient
+from app.memory.bert_ops import limit_blas_threads
 from app.memory.embed import Embedder, EmbedderUnavailable
 from app.memory.embedders import build_embedder
 from app.memory.entities import EntityExtractor
@@ -107,6 +108,7 @@ class Services:
             backend.metrics = metrics
         stack.push_async_callback(backend.aclose)
 
+        limit_blas_threads(1)  # the vector cache's products run on the event loop (`bert_ops.limit_blas_threads`)
         embedder = _embedder(settings, backend)
         stack.push_async_callback(embedder.aclose)
         store_cache = cache_session(settings.store.metadata_cache_mb, settings.store.index_cache_mb)

@@ -20,7 +20,6 @@ import contextlib
 import contextvars
 import json
 import logging
-import os
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
@@ -241,11 +240,9 @@ class LocalEmbedder:
     def _apply_blas_threads(self) -> None:
         if self._blas_threads is None:
             return
-        if any(os.environ.get(v) for v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")):
-            return  # the operator chose explicitly
-        from app.memory.bert_ops import set_blas_threads
+        from app.memory.bert_ops import limit_blas_threads
 
-        set_blas_threads(self._blas_threads)
+        limit_blas_threads(self._blas_threads)  # unless the operator chose (OPENBLAS_NUM_THREADS, ...)
 
     def encode_sync(self, texts: Sequence[str]) -> np.ndarray:
         """Blocking encode, no cache (for scripts / offline re-indexing; not on the event loop)."""

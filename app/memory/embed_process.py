@@ -46,10 +46,10 @@ def _model(model_dir: str, blas_threads: int | None, runtime: str = "numpy") -> 
         model = MiniLMModel(Path(model_dir), runtime=runtime, threads=blas_threads)
     except Exception as e:  # corrupt/incompatible files
         raise EmbedderUnavailable(f"local embedder: cannot load model from {model_dir}: {e}") from None
-    if blas_threads is not None and not any(os.environ.get(v) for v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")):
-        from app.memory.bert_ops import set_blas_threads
+    if blas_threads is not None:
+        from app.memory.bert_ops import limit_blas_threads
 
-        set_blas_threads(blas_threads)
+        limit_blas_threads(blas_threads)  # unless the operator chose (OPENBLAS_NUM_THREADS, ...)
     return model
 
 
