@@ -80,6 +80,17 @@ class _Entry:
         return self._order
 
 
+class _Load:
+    """A load in flight; ``written``: this process wrote to the namespace meanwhile. Compared by identity: two
+    loads of one namespace must never be taken for each other (a marker removed for another load would no
+    longer see the writes, and its own removal would fail)."""
+
+    __slots__ = ("written",)
+
+    def __init__(self) -> None:
+        self.written = False
+
+
 class VectorCache:
     """``load(org, namespace)`` returns the namespace's rows as Arrow with columns ``id``, ``vector``,
     ``payload``."""
@@ -93,7 +104,7 @@ class VectorCache:
         self.max_bytes = max_bytes
         self._clock = clock
         self._entries: OrderedDict[Tenant, _Entry] = OrderedDict()
-        self._loading: dict[Tenant, list[list[bool]]] = {}   # per load in flight: [written meanwhile]
+        self._loading: dict[Tenant, list[_Load]] = {}   # the loads in flight, per namespace
         self._too_big: OrderedDict[Tenant, float] = OrderedDict()  # over the budget when last loaded
         self._bytes = 0
         self.loads = 0
@@ -124,16 +135,16 @@ class VectorCache:
         loaded_at = self._clock()
         version = await self._version() if self._version is not None else None
         self.loads += 1
-        written = [False]
-        self._loading.setdefault(key, []).append(written)
+        load = _Load()
+        self._loading.setdefault(key, []).append(load)
         try:
             table = await self._load(*key)
         finally:
             loads = self._loading[key]
-            loads.remove(written)
+            loads.remove(load)  # this load, by identity (`_Load` has no value equality)
             if not loads:
                 del self._loading[key]
-        if written[0]:
+        if load.written:
             return None  # written meanwhile: answer from LanceDB this time, load again next time
         if table.num_rows == 0:
             matrix = np.zeros((0, 0), dtype=np.float32)
@@ -244,8 +255,8 @@ class VectorCache:
 
     # -- this process's writes -------------------------------------------------------------------------
     def _written(self, key: Tenant) -> None:
-        for written in self._loading.get(key, ()):
-            written[0] = True
+        for load in self._loading.get(key, ()):
+            load.written = True
 
     def appended(self, org_id: str, namespace: str, ids: Sequence[str], vectors: np.ndarray,
                  payloads: Sequence[str], threads: Sequence[str | None] | None = None,

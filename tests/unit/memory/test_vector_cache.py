@@ -215,3 +215,39 @@ async def test_another_processs_write_reaches_the_dense_leg_and_no_write_means_n
     finally:
         await mine.close()
         await other.close()
+
+
+async def test_overlapping_loads_of_one_namespace_each_see_the_writes_made_during_them() -> None:
+    """Load A starts, load B starts, B ends, a write lands, A ends: A must see the write (and not be kept),
+    and nothing fails. (Load markers compared by value once made B's end remove A's marker: A then missed
+    the write and its own end raised ValueError -- a 500 under the soak.)"""
+    rng = np.random.default_rng(4)
+    gates = [anyio.Event(), anyio.Event()]
+    calls = 0
+
+    async def load(org: str, namespace: str) -> pa.Table:
+        nonlocal calls
+        gate = gates[calls] if calls < len(gates) else None
+        calls += 1
+        if gate is not None:
+            await gate.wait()
+        return rows(unit(rng, 3), ["a", "b", "c"])
+
+    cache = VectorCache(load, ttl=0.0)
+    results: dict[str, object] = {}
+
+    async def search(name: str) -> None:
+        results[name] = await cache.search("o", "n", unit(rng, 1)[0], 2)
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(search, "A")
+        await anyio.wait_all_tasks_blocked()
+        group.start_soon(search, "B")
+        await anyio.wait_all_tasks_blocked()
+        gates[1].set()                           # B ends first, before any write
+        await anyio.wait_all_tasks_blocked()
+        cache.appended("o", "n", ["w"], unit(rng, 1), ["written while A loads"])
+        gates[0].set()
+    assert results["B"] is not None and len(results["B"]) == 2
+    assert results["A"] is None                  # A read before the write: answered from LanceDB, not kept
+    assert cache._loading == {}
