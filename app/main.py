@@ -23,6 +23,7 @@ from app.api.ws import chat_socket
 from app.config import ConfigError, Settings
 from app.obs.logs import configure_logging
 from app.obs.metrics import Metrics
+from app.obs.slow_callbacks import watch_slow_callbacks
 from app.services import Services
 
 MAX_BODY_BYTES = 4 * 1024 * 1024
@@ -37,6 +38,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
         async with AsyncExitStack() as stack:
             services = await Services.start(settings, stack, metrics=app_metrics)
             app.state.services = services
+            stack.callback(watch_slow_callbacks(settings.server.loop_slow_callback_ms,
+                                                app_metrics.slow_callbacks.observe))
             async with anyio.create_task_group() as task_group:
                 await services.run_background(task_group)
                 try:

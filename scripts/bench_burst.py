@@ -5,11 +5,14 @@ The fake upstream answers slowly, as a model does (first token after 100 ms, the
 100 ms apart), so the streams overlap fully. Per arm and level: errors, TTFT p50/p99, the p99 gap between
 content chunks, the server's CPU, and -- for memchat -- its event-loop lag during the burst (the
 ``memchat_event_loop_lag_seconds`` histogram: observations over 50 ms). Levels run floor, memchat,
-floor, memchat, ... so both meet the same machine.
+floor, memchat, ... so both meet the same machine. The probe says the loop was late, not whether one callback
+held it or many short ones queued; ``--slow-callbacks 50`` adds an arm whose loop times every callback
+(``MEMCHAT_LOOP_SLOW_CALLBACK_MS``, asyncio's debug mode) and counts those over 50 ms.
 
     .venv/bin/python scripts/bench_burst.py                     # 100, 300, 500 streams
     .venv/bin/python scripts/bench_burst.py --levels 500 --workers 2
     .venv/bin/python scripts/bench_burst.py --quick             # 50, 100
+    .venv/bin/python scripts/bench_burst.py --slow-callbacks 50 # + the arm that times each callback
 """
 
 from __future__ import annotations
@@ -44,6 +47,9 @@ from app.testkit import FakeUpstream
 from app.testkit.sse import StreamResult
 
 PATH = "/v1/chat/completions"
+DEBUG_NOTE = (" `memchat-debug` is memchat with `MEMCHAT_LOOP_SLOW_CALLBACK_MS` set: the event loop in debug "
+              "mode times every callback it runs and counts those over the threshold (debug mode records a "
+              "traceback per scheduled callback, so this arm runs slower than `memchat`).")
 
 
 async def burst(host: str, port: int, path_of, n: int, timeout: float) -> list[StreamResult]:
@@ -75,6 +81,24 @@ def lag_over(url: str, threshold: float = 0.05) -> tuple[float, float]:
     return total, total - under
 
 
+def slow_callbacks(url: str) -> tuple[float, dict[float, float]]:
+    """(callbacks the slow-callback report counted so far, cumulative bucket counts by upper bound)."""
+    families = text_string_to_metric_families(httpx2.get(f"{url}/metrics", timeout=30).text)
+    hist = next(f for f in families if f.name == "memchat_event_loop_slow_callbacks_seconds")
+    total = next(s.value for s in hist.samples if s.name.endswith("_count"))
+    buckets = {float(s.labels["le"]): s.value for s in hist.samples if s.name.endswith("_bucket")}
+    return total, buckets
+
+
+def slow_note(before: tuple[float, dict[float, float]], after: tuple[float, dict[float, float]]) -> str:
+    """"N (longest ≤ X ms)" for the callbacks counted between two scrapes."""
+    n = int(after[0] - before[0])
+    if n == 0:
+        return "0"
+    longest = min(le for le, c in after[1].items() if c - before[1].get(le, 0.0) >= n)
+    return f"{n} (longest ≤ {longest * 1000:.0f} ms)" if longest != float("inf") else f"{n} (longest > 5 s)"
+
+
 def summarise(results: list[StreamResult]) -> dict[str, float]:
     ok = [r for r in results if r.ok]
     gaps = [g for r in ok for g in r.gaps()]
@@ -91,6 +115,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--aiohttp", action="store_true", help="also memchat with MEMCHAT_UPSTREAM_HTTP_CLIENT=aiohttp "
                         "(the openai SDK's aiohttp transport; needs the openai[aiohttp] extra)")
+    parser.add_argument("--slow-callbacks", type=float, default=0.0, metavar="MS",
+                        help="also memchat with MEMCHAT_LOOP_SLOW_CALLBACK_MS=MS (asyncio's debug mode times every "
+                        "callback; slower, so a separate arm) and count its callbacks over MS")
     parser.add_argument("--no-docs", action="store_true")
     args = parser.parse_args()
     levels = [50, 100] if args.quick else [int(x) for x in args.levels.split(",")]
@@ -104,12 +131,16 @@ def main() -> None:
     if args.aiohttp:
         arms.append(("memchat-aiohttp", Memchat(tmp / "data-aiohttp", workers=args.workers, env=memchat_env(
             fake.base_url, "local", MEMCHAT_UPSTREAM_HTTP_CLIENT="aiohttp")).start()))
+    if args.slow_callbacks > 0:
+        arms.append(("memchat-debug", Memchat(tmp / "data-debug", workers=args.workers, env=memchat_env(
+            fake.base_url, "local", MEMCHAT_LOOP_SLOW_CALLBACK_MS=f"{args.slow_callbacks:g}")).start()))
     rows = []
     try:
         for n in levels:
             for name, server in arms:
                 meter = CpuMeter(server.pid)
                 lag0 = lag_over(server.url) if name != "floor" else (0.0, 0.0)
+                slow0 = slow_callbacks(server.url) if name == "memchat-debug" else None
                 run = uuid.uuid4().hex[:6]
                 path_of = (lambda i: PATH) if name == "floor" else (
                     lambda i, run=run: f"/v1/memory/chat/completions?namespace=new-{run}-{i}")
@@ -119,17 +150,21 @@ def main() -> None:
                 lag = lag_over(server.url) if name != "floor" else (0.0, 0.0)
                 rows.append([n, name, int(s["errors"]), f"{s['ttft50']:.0f}", f"{s['ttft99']:.0f}", f"{s['gap99']:.0f}",
                              f"{sum(cpu['procs'].values()):.1f}", f"{cpu['foreign_cores']:.2f}",
-                             "—" if name == "floor" else f"{int(lag[1] - lag0[1])} of {int(lag[0] - lag0[0])}"])
+                             "—" if name == "floor" else f"{int(lag[1] - lag0[1])} of {int(lag[0] - lag0[0])}",
+                             "—" if slow0 is None else slow_note(slow0, slow_callbacks(server.url))])
                 print(" | ".join(str(c) for c in rows[-1]), flush=True)
                 time.sleep(2)
     finally:
         stop_all(*(server for _, server in reversed(arms)), fake)
     table = md_table(["streams", "arm", "errors", "TTFT p50 ms", "TTFT p99 ms", "p99 gap ms", "server CPU s",
-                      "other processes, cores", "loop-lag probes > 50 ms"], rows)
+                      "other processes, cores", "loop-lag probes > 50 ms",
+                      f"callbacks > {args.slow_callbacks:g} ms" if args.slow_callbacks > 0 else "slow callbacks"], rows)
     body = (f"```\n.venv/bin/python scripts/bench_burst.py {'--quick' if args.quick else '--levels ' + args.levels}"
-            f"{' --workers ' + str(args.workers) if args.workers > 1 else ''}{' --aiohttp' if args.aiohttp else ''}\n```\n\n{machine_line()}; load average "
+            f"{' --workers ' + str(args.workers) if args.workers > 1 else ''}{' --aiohttp' if args.aiohttp else ''}"
+            f"{f' --slow-callbacks {args.slow_callbacks:g}' if args.slow_callbacks > 0 else ''}\n```\n\n{machine_line()}; load average "
             f"before {load_before}, after {load_now()}. Upstream: first token after 100 ms, then {args.tokens} tokens "
-            f"100 ms apart. Each memchat stream is a new namespace; memchat has {args.workers} worker(s).\n\n{table}\n")
+            f"100 ms apart. Each memchat stream is a new namespace; memchat has {args.workers} worker(s)."
+            f"{DEBUG_NOTE if args.slow_callbacks > 0 else ''}\n\n{table}\n")
     print(body)
     if not args.no_docs:
         write_section("Burst of new users", body)

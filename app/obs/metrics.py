@@ -31,6 +31,7 @@ ADDED_BUCKETS = (0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.
 FAST_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 COMMIT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 COUNT_BUCKETS = (0, 1, 2, 4, 8, 16, 32, 64)
+SLOW_CALLBACK_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 LAG_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
@@ -156,6 +157,9 @@ class Metrics:
         self.loop_lag = Histogram("memchat_event_loop_lag_seconds", "How late the event loop woke a probe that "
                                   "sleeps 0.25 s (a request path blocking the loop shows here).",
                                   buckets=LAG_BUCKETS, registry=r)
+        self.slow_callbacks = Histogram("memchat_event_loop_slow_callbacks_seconds", "Event-loop callbacks that "
+                                        "ran longer than MEMCHAT_LOOP_SLOW_CALLBACK_MS (only when it is set), by "
+                                        "duration.", buckets=SLOW_CALLBACK_BUCKETS, registry=r)
         for outcome in ("done", "failed"):
             self.commits.labels(outcome)
         self._meters: dict[str, StreamMeter] = {}

@@ -145,3 +145,23 @@ def test_the_event_loop_lag_probe_reports(server: MemchatServer) -> None:
         time.sleep(0.5)
     assert count >= 4
     assert any(s.name.endswith("_bucket") and s.labels["le"] == "+Inf" for s in lag.samples)
+
+
+def test_slow_callback_report_counts_callbacks_over_the_threshold(tmp_path: Path, clean_fake: FakeUpstream) -> None:
+    """``MEMCHAT_LOOP_SLOW_CALLBACK_MS`` turns on the report in the real server (uvloop): with a threshold of
+    1 µs every callback that does real work is over it, so serving requests must be counted and logged; without
+    the setting nothing is counted."""
+    def slow_count(url: str) -> float:
+        families = text_string_to_metric_families(httpx2.get(f"{url}/metrics", timeout=10).text)
+        hist = next(f for f in families if f.name == "memchat_event_loop_slow_callbacks_seconds")
+        return next(s.value for s in hist.samples if s.name.endswith("_count"))
+
+    for setting, expect_some in (("0.001", True), (None, False)):
+        extra = {"MEMCHAT_LOOP_SLOW_CALLBACK_MS": setting} if setting else {}
+        with MemchatServer(tmp_path / f"data-{setting}", env=env_for(clean_fake, **extra)) as srv:
+            for _ in range(3):
+                assert httpx2.post(f"{srv.url}/v1/chat/completions", json=CHAT, headers=H1, timeout=30).status_code == 200
+            count = slow_count(srv.url)
+            srv.stop()
+            logged = "took" in srv.log_text() and "Executing" in srv.log_text()
+        assert (count > 0, logged) == (expect_some, expect_some), (setting, count)
