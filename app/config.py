@@ -25,7 +25,7 @@ class ServerSettings(msgspec.Struct, frozen=True):
     log_level: str = "info"
     access_log: bool = True       # one memchat.access line per request, at INFO
     loop_slow_callback_ms: float = 0.0  # > 0: report event-loop callbacks longer than this (app.obs.slow_callbacks)
-    malloc_mmap_threshold_kb: int = 128  # glibc's mmap threshold, fixed (app.heap); 0: glibc's dynamic default
+    malloc_mmap_threshold_kb: int = 0  # > 0: glibc's mmap threshold fixed at this (app.heap); 0: glibc's default
 
 
 class UpstreamSettings(msgspec.Struct, frozen=True):
@@ -231,7 +231,7 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
                                                                 "trace"}),
             access_log=_bool(env, "MEMCHAT_ACCESS_LOG", True),
             loop_slow_callback_ms=_nonneg(env, "MEMCHAT_LOOP_SLOW_CALLBACK_MS", 0.0),
-            malloc_mmap_threshold_kb=_int(env, "MEMCHAT_MALLOC_MMAP_THRESHOLD_KB", 128, minimum=0, maximum=32768),
+            malloc_mmap_threshold_kb=_int(env, "MEMCHAT_MALLOC_MMAP_THRESHOLD_KB", 0, minimum=0, maximum=32768),
         ),
         upstream=UpstreamSettings(
             base_url=base_url,

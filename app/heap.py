@@ -1,0 +1,81 @@
+"""Opt-in: a fixed glibc mmap threshold for the server process, so that large freed buffers go back to the OS.
+
+glibc's malloc serves a request of at least ``M_MMAP_THRESHOLD`` bytes (128 KiB to start with) with a
+mapping of its own, unmapped again on ``free``; smaller ones come from its heaps, whose freed space mostly
+stays with the process. The threshold is *dynamic*: each time a mapped block is freed, glibc raises the
+threshold to that block's size (up to 32 MiB). LanceDB and Arrow allocate and free buffers of a few MiB all the
+time (query results, index and manifest reads, compaction), so after the first ones those buffers land in the
+heaps, interleaved with long-lived small allocations, and the heaps keep their high-water mark.
+
+Measured under the 300-stream soak (docs/benchmarks.md, "Memory under the soak", three pairs of runs): with
+the threshold fixed at 128 KiB the server process stayed flat under load (+3.7 to +7.3 % from the end of the
+ramp to the end of the hold, against +15.9 to +17.5 %) and held 80-130 MiB less after the commit drain -- but
+the soak answered ~20 % fewer requests (17.5-21.2 against 22.9-23.9 per second; the kernel's work for the
+extra mappings shows as other processes' CPU). So it stays off by default: ``MEMCHAT_MALLOC_MMAP_THRESHOLD_KB``
+(0) is for a host where memory is scarcer than CPU.
+
+Set with ``mallopt`` at start-up. The operator's own choice wins: nothing changes when
+``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_`` or a ``glibc.malloc`` tunable is in the environment.
+Only the server process (the embedding model's worker allocates its activations per call). Not glibc (musl,
+macOS): a no-op.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import gc
+import logging
+import os
+from collections.abc import Mapping
+
+log = logging.getLogger("memchat.heap")
+
+M_TRIM_THRESHOLD = -1
+M_MMAP_THRESHOLD = -3
+OPERATOR_VARIABLES = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
+
+
+def _libc() -> ctypes.CDLL | None:
+    name = ctypes.util.find_library("c")
+    try:
+        return ctypes.CDLL(name) if name else None
+    except OSError:
+        return None
+
+
+def operator_chose(env: Mapping[str, str]) -> bool:
+    return any(env.get(v) for v in OPERATOR_VARIABLES) or "glibc.malloc." in env.get("GLIBC_TUNABLES", "")
+
+
+def fix_mmap_threshold(threshold_kb: int, env: Mapping[str, str] | None = None) -> bool:
+    """Fix glibc's mmap threshold (and its trim threshold) at ``threshold_kb`` KiB; True when it was set."""
+    if threshold_kb <= 0 or operator_chose(os.environ if env is None else env):
+        return False
+    libc = _libc()
+    mallopt = getattr(libc, "mallopt", None)
+    if mallopt is None:
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    mallopt.restype = ctypes.c_int
+    size = threshold_kb * 1024
+    ok = bool(mallopt(M_MMAP_THRESHOLD, size)) and bool(mallopt(M_TRIM_THRESHOLD, size))
+    if ok:
+        log.info("heap: glibc's mmap threshold fixed at %d KiB", threshold_kb)
+    else:
+        log.warning("mallopt refused an mmap threshold of %d KiB; glibc's dynamic threshold stays", threshold_kb)
+    return ok
+
+
+def freeze_startup_objects() -> int:
+    """Collect once, then move every object alive now (modules, classes, the app and its services) out of the
+    garbage collector's reach (`gc.freeze`); returns how many were frozen.
+
+    A full (generation 2) collection walks every tracked object: ~190 000 right after memchat's imports, ~100 ms
+    on the 2-core project machine, taken on the event loop whenever CPython decides to run one -- under a burst
+    of 500 new users those collections were the loop's only callbacks over 50 ms (50-260 ms each, nothing
+    freed; docs/benchmarks.md, "Burst of new users"). Frozen objects are never collected, so this is done once,
+    after start-up, when what is alive is what lives as long as the process."""
+    gc.collect()
+    gc.freeze()
+    return gc.get_freeze_count()
