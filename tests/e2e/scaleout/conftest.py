@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -67,9 +68,15 @@ class Cluster:
         self.replicas: list[MemchatServer] = []
 
     def start_replica(self) -> MemchatServer:
-        server = MemchatServer(self.root / f"host-{len(self.replicas)}", env=self.env).start()
-        self.replicas.append(server)
-        return server
+        return self.start_replicas(1)[0]
+
+    def start_replicas(self, count: int) -> list[MemchatServer]:
+        """Start ``count`` replicas at once (a start is seconds of imports; they overlap)."""
+        servers = [MemchatServer(self.root / f"host-{len(self.replicas) + i}", env=self.env) for i in range(count)]
+        self.replicas.extend(servers)  # registered first: stop() reaches a replica whose start failed
+        with ThreadPoolExecutor(max_workers=count) as pool:
+            list(pool.map(MemchatServer.start, servers))
+        return servers
 
     def stop(self) -> None:
         for server in self.replicas:

@@ -61,8 +61,9 @@ def fact(user: int, n: int) -> str:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(420)  # by design over the suite's 120 s: the dead replica's claims wait out the 60 s lease
 def test_kill9_and_replacement_lose_no_answered_turn(cluster: Cluster) -> None:
-    replicas = [cluster.start_replica() for _ in range(3)]
+    replicas = cluster.start_replicas(3)
     users = [f"user-{i}" for i in range(12)]
     answered: dict[str, list[str]] = {u: [] for u in users}
     attempted: dict[str, list[str]] = {u: [] for u in users}
@@ -99,7 +100,7 @@ def test_kill9_and_replacement_lose_no_answered_turn(cluster: Cluster) -> None:
         return all(len(conversation_memories(living[0], u)) >= len(answered[u]) for u in users)
 
     try:
-        wait_until(all_committed, 150, "every answered turn to be committed")  # > the 60 s lease of a dead claim
+        wait_until(all_committed, 240, "every answered turn to be committed")  # > the 60 s lease of a dead claim
     except AssertionError:
         state = {u: (answered[u], conversation_memories(living[0], u)) for u in users}
         raise AssertionError(f"not all committed: {state}\n{replicas[0].log_text()[-3000:]}") from None
@@ -117,7 +118,7 @@ def test_kill9_and_replacement_lose_no_answered_turn(cluster: Cluster) -> None:
 
 
 def test_follow_up_on_another_replica_continues_the_conversation(cluster: Cluster) -> None:
-    a, b = cluster.start_replica(), cluster.start_replica()
+    a, b = cluster.start_replicas(2)
     first = [{"role": "user", "content": "My sister is called Ottilie."}]
     reply, chat_a = turn(a, first, "follow-up", commit_after=600)
     second = [*first, {"role": "assistant", "content": reply}, {"role": "user", "content": "She lives in Tromsø."}]
@@ -129,7 +130,7 @@ def test_follow_up_on_another_replica_continues_the_conversation(cluster: Cluste
 
 
 def test_a_dead_replicas_conversations_are_committed_by_the_living(cluster: Cluster) -> None:
-    a, b = cluster.start_replica(), cluster.start_replica()
+    a, b = cluster.start_replicas(2)
     turn(a, [{"role": "user", "content": "I planted a quince tree in the garden."}], "takeover", commit_after=2)
     a.kill9()  # before its idle commit: only the living replica can commit it now
     wait_until(lambda: conversation_memories(b, "takeover"), 60, "the living replica to commit the turn")
@@ -138,7 +139,7 @@ def test_a_dead_replicas_conversations_are_committed_by_the_living(cluster: Clus
 
 
 def test_forget_reaches_every_replica(cluster: Cluster) -> None:
-    a, b = cluster.start_replica(), cluster.start_replica()
+    a, b = cluster.start_replicas(2)
     resp = httpx2.post(f"{a.url}/api/v1/memory", params={"namespace": "forget-me"}, headers=AUTH,
                        json={"content": "My locker code is 4471."}, timeout=30)
     assert resp.status_code == 200, resp.text
