@@ -67,6 +67,12 @@ def fix_mmap_threshold(threshold_kb: int, env: Mapping[str, str] | None = None) 
     return ok
 
 
+# A full collection after every 100 middle-generation ones instead of CPython's 10: what a full pass walks after
+# the freeze is mostly the requests in flight (their objects outlive the young collections), so under a burst it
+# ran every few seconds for 25-65 ms each; with 100 none ran during three bursts of 100-500 new users.
+FULL_COLLECTION_EVERY = 100
+
+
 def freeze_startup_objects() -> int:
     """Collect once, then move every object alive now (modules, classes, the app and its services) out of the
     garbage collector's reach (`gc.freeze`); returns how many were frozen.
@@ -75,7 +81,10 @@ def freeze_startup_objects() -> int:
     on the 2-core project machine, taken on the event loop whenever CPython decides to run one -- under a burst
     of 500 new users those collections were the loop's only callbacks over 50 ms (50-260 ms each, nothing
     freed; docs/benchmarks.md, "Burst of new users"). Frozen objects are never collected, so this is done once,
-    after start-up, when what is alive is what lives as long as the process."""
+    after start-up, when what is alive is what lives as long as the process. Full collections are also made
+    rarer (`FULL_COLLECTION_EVERY`)."""
     gc.collect()
     gc.freeze()
+    young, middle, _ = gc.get_threshold()
+    gc.set_threshold(young, middle, FULL_COLLECTION_EVERY)
     return gc.get_freeze_count()

@@ -101,14 +101,19 @@ def test_freeze_startup_objects_moves_the_live_objects_out_of_the_collectors_pas
 
     from app.heap import freeze_startup_objects
 
+    from app.heap import FULL_COLLECTION_EVERY
+
     gc.unfreeze()
+    thresholds = gc.get_threshold()
     try:
         alive = [{"a": 1} for _ in range(1000)]
         frozen = freeze_startup_objects()
         assert frozen == gc.get_freeze_count() and frozen > len(alive)
         assert not any(o is alive for o in gc.get_objects())  # no generation holds it any more
+        assert gc.get_threshold() == (*thresholds[:2], FULL_COLLECTION_EVERY) != thresholds
     finally:
         gc.unfreeze()
+        gc.set_threshold(*thresholds)
 
 
 async def test_the_app_freezes_its_start_up_objects_in_its_lifespan(tmp_path: Path) -> None:
@@ -119,6 +124,7 @@ async def test_the_app_freezes_its_start_up_objects_in_its_lifespan(tmp_path: Pa
     from app.main import create_app
 
     gc.unfreeze()
+    thresholds = gc.get_threshold()
     settings = Settings.from_env({"MEMCHAT_DATA_DIR": str(tmp_path), "MEMCHAT_EMBEDDER": "none"})
     try:
         async with AsyncTestClient(create_app(settings)) as client:
@@ -126,3 +132,4 @@ async def test_the_app_freezes_its_start_up_objects_in_its_lifespan(tmp_path: Pa
             assert gc.get_freeze_count() > 10_000
     finally:
         gc.unfreeze()
+        gc.set_threshold(*thresholds)
