@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 import anyio
 import msgspec
 
-from app.commits.log import CommitLog, CommitRow
+from app.commits.log import CommitLog, CommitRow, covered, revision_digest, revision_of
 from app.memory.embed import background_embedding
 from app.memory.extract import ConversationTurn, ExtractedFact, Extractor
 from app.memory.models import Memory, NewMemory
@@ -59,6 +59,18 @@ def due_time(turns: Sequence[TurnRecord]) -> float:
     return last.created_at.timestamp() + last.commit_after
 
 
+def _replaced_candidates(rows: Sequence[CommitRow], turns: Sequence[TurnRecord],
+                         pending: Sequence[TurnRecord]) -> list[str]:
+    """For a revision: the memories of the done commits that covered a turn row since replaced at one of the
+    pending seqs (each memory's own source turn is checked in `Committer._retire_replaced`)."""
+    current = {t.turn_id for t in turns}
+    seqs = {t.seq for t in pending}
+    return [memory_id for row in rows
+            if row.state == "done" and row.turn_ids is not None and not set(row.turn_ids) <= current
+            and any(row.from_seq <= s <= row.to_seq for s in seqs)
+            for memory_id in row.memory_ids]
+
+
 class Committer:
     def __init__(self, turnlog: TurnLog, commits: CommitLog, store: MemoryStore, extractor: Extractor, *,
                  owner: str, memory_model: str | None = None,
@@ -75,17 +87,21 @@ class Committer:
         self.writes = anyio.CapacityLimiter(max(1, int(write_concurrency)))  # the write lane (module docstring)
 
     async def pending_turns(self, key: ChatKey, turns: Sequence[TurnRecord]) -> tuple[list[TurnRecord], list[CommitRow], int]:
-        """The turns after the last done commit, the conversation's commit rows, and the last done seq."""
+        """The turns no done commit covers (new ones, and edits or regenerations of committed ones), the
+        conversation's commit rows, and the last seq a done commit reaches."""
         rows = await self.commits.for_chat(key.org_id, key.namespace, key.chat_id)
-        done_through = max((r.to_seq for r in rows if r.state == "done"), default=0)
-        return [t for t in turns if t.seq > done_through], rows, done_through
+        done = [r for r in rows if r.state == "done"]
+        done_through = max((r.to_seq for r in done), default=0)
+        return [t for t in turns if t.seq > done_through or not covered(done, t)], rows, done_through
 
-    async def _mark(self, key: ChatKey, through_seq: int) -> None:
-        """Record in the turn log that the conversation is committed through ``through_seq`` (it only
-        spares start-up recovery the rows; a failure is logged, never fatal)."""
+    async def _mark(self, key: ChatKey, through_seq: int, uncovered: Sequence[TurnRecord] = ()) -> None:
+        """Record in the turn log that the conversation is committed through ``through_seq``, except the
+        turns still ``uncovered`` (it only spares start-up recovery the rows; a failure is logged, never
+        fatal)."""
         try:
             async with self.writes:
-                await self.turnlog.mark_committed(key.org_id, key.namespace, key.chat_id, through_seq)
+                await self.turnlog.mark_committed(key.org_id, key.namespace, key.chat_id, through_seq,
+                                                  except_turns=[t.turn_id for t in uncovered])
         except Exception as exc:
             log.warning("marking chat %s committed through %d failed: %s", key.chat_id, through_seq, exc)
 
@@ -106,23 +122,28 @@ class Committer:
         if active:
             return CommitResult("busy", retry_at=max(r.lease_until for r in active).timestamp() + 0.5)
         stale = [r for r in rows if r.state != "done"]
+        revision = ""
         if stale:  # a commit whose owner died: finish that exact range first, with its saved facts
             target = min(stale, key=lambda r: r.from_seq)
-            from_seq, to_seq = target.from_seq, target.to_seq
+            from_seq, to_seq, revision = target.from_seq, target.to_seq, revision_of(target.commit_key)
             pending = [t for t in turns if from_seq <= t.seq <= to_seq]
-        elif not pending:
-            if any(not t.committed for t in turns):
-                await self._mark(key, done_through)
+        elif not pending:  # marks what is left unmarked: a crash between commit and mark, or turn rows
+            await self._mark(key, done_through)  # an edit replaced before their commit (not in ``turns``)
             return CommitResult("nothing")
         else:
             from_seq, to_seq = pending[0].seq, pending[-1].seq
+            if from_seq <= done_through:  # an edit of committed turns: a revision (app.commits.log)
+                revision = revision_digest([t.turn_id for t in pending])
         async with self.writes:
-            row = await self.commits.claim(key.org_id, key.namespace, key.chat_id, from_seq, to_seq, self.owner)
+            row = await self.commits.claim(key.org_id, key.namespace, key.chat_id, from_seq, to_seq, self.owner,
+                                           turn_ids=[t.turn_id for t in pending], revision=revision)
         if row is None:
             return CommitResult("busy", retry_at=self.clock() + self.commits.lease.total_seconds())
-        result = await self._run(key, row, pending)
+        replaced = _replaced_candidates(rows, turns, pending) if revision else []
+        result = await self._run(key, row, pending, retire=(replaced, turns))
         if result.status == "committed":
-            await self._mark(key, row.to_seq)
+            done = [r for r in rows if r.state == "done"] + [msgspec.structs.replace(row, state="done")]
+            await self._mark(key, max(row.to_seq, done_through), [t for t in turns if not covered(done, t)])
         if stale:  # more turns may be waiting behind the recovered range
             return msgspec.structs.replace(result, retry_at=self.clock())
         return result
@@ -134,7 +155,29 @@ class Committer:
         hits = await self.store.search(key.org_id, key.namespace, text, limit=10)
         return [h.memory for h in hits]
 
-    async def _run(self, key: ChatKey, row: CommitRow, pending: Sequence[TurnRecord]) -> CommitResult:
+    async def _retire_replaced(self, key: ChatKey, candidates: Sequence[str], turns: Sequence[TurnRecord],
+                               pending: Sequence[TurnRecord], memories: Sequence[Memory]) -> int:
+        """Supersede the current memories made from a turn row an edit replaced, each by the first new memory
+        made from the turn now at that seq. A replaced turn whose edit yields no memory keeps its memories
+        (nothing says they are wrong); the extractor may still supersede them as contradicted."""
+        current = {t.turn_id for t in turns}
+        new_turn_at = {t.seq: t.turn_id for t in pending}
+        first_from: dict[str, str] = {}
+        for memory in memories:
+            first_from.setdefault(memory.source_turn_id or "", memory.id)
+        superseded = 0
+        for old_id in candidates:
+            old = await self.store.get(key.org_id, key.namespace, old_id)
+            if old is None or old.state != "current" or not old.source_turn_id or old.source_turn_id in current:
+                continue
+            source = await self.turnlog.find_turn(key.org_id, key.namespace, old.source_turn_id)
+            new_id = None if source is None else first_from.get(new_turn_at.get(source.seq, ""))
+            if new_id is not None and new_id != old_id:
+                superseded += int(await self.store.supersede(key.org_id, key.namespace, old_id, new_id))
+        return superseded
+
+    async def _run(self, key: ChatKey, row: CommitRow, pending: Sequence[TurnRecord], *,
+                   retire: tuple[Sequence[str], Sequence[TurnRecord]] = ((), ())) -> CommitResult:
         existing = await self._existing(key, pending)
         if row.facts is not None:
             facts = _facts_decoder.decode(row.facts)
@@ -163,6 +206,8 @@ class Committer:
                 for old_id in fact.supersedes:
                     if old_id in known and old_id != memory.id:
                         superseded += int(await self.store.supersede(key.org_id, key.namespace, old_id, memory.id))
+            if retire[0]:  # a revision: what the replaced turns said (see `_retire_replaced`)
+                superseded += await self._retire_replaced(key, retire[0], retire[1], pending, memories)
             finished = await self.commits.finish(row, [m.id for m in memories])
         if not finished:
             return CommitResult("lost")

@@ -7,13 +7,22 @@ duplicating). A commit goes ``claimed`` → ``extracted`` (the extracted facts a
 restarted one) takes the row over *with the facts already saved*, so the LLM is not asked twice and the
 memories written — under ids derived from the commit key — are the same ones. Every transition is a
 conditional merge-insert followed by a read-back, so two workers or replicas never both own a commit.
+
+A row records the turn ids it covers (``turn_ids``). A turn edited or regenerated after its commit is a new
+turn row with the same seq and a new id, which no done commit covers (`covered`): it is committed again as a
+*revision*, a commit of the same seqs whose key carries a digest of the new turns' ids (``…/1-1~<digest>``),
+so it never collides with the first commit and is itself committed exactly once. Rows written before
+``turn_ids`` existed (null after the start-up migration) cover the turns of their range recorded before the
+row was last updated.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+import hashlib
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Protocol
 
 import msgspec
 import pyarrow as pa
@@ -42,6 +51,7 @@ COMMIT_SCHEMA = pa.schema([
     pa.field("facts", pa.string()),
     pa.field("memory_ids", pa.list_(pa.string())),
     pa.field("updated_at", _TS, nullable=False),
+    pa.field("turn_ids", pa.list_(pa.string())),  # added by a start-up migration (`CommitLog.open`)
 ])
 
 
@@ -57,13 +67,45 @@ class CommitRow(msgspec.Struct, kw_only=True):
     facts: str | None = None
     memory_ids: list[str] = msgspec.field(default_factory=list)
     updated_at: datetime
+    turn_ids: list[str] | None = None   # None: a row written before the column existed
 
     def lease_valid(self, now: datetime) -> bool:
         return self.state != "done" and self.lease_until > now
 
 
-def commit_key(org_id: str, namespace: str, chat_id: str, from_seq: int, to_seq: int) -> str:
-    return f"{F.tenant_key(org_id, namespace)}/{len(chat_id)}:{chat_id}/{from_seq}-{to_seq}"
+def commit_key(org_id: str, namespace: str, chat_id: str, from_seq: int, to_seq: int, revision: str = "") -> str:
+    key = f"{F.tenant_key(org_id, namespace)}/{len(chat_id)}:{chat_id}/{from_seq}-{to_seq}"
+    return f"{key}~{revision}" if revision else key
+
+
+def revision_of(key: str) -> str:
+    """The revision digest of a commit key ("" for a first commit)."""
+    return key.rpartition("/")[2].partition("~")[2]
+
+
+def revision_digest(turn_ids: Sequence[str]) -> str:
+    return hashlib.sha256("\n".join(turn_ids).encode()).hexdigest()[:16]
+
+
+class TurnRef(Protocol):
+    """What `covered` needs of a turn (`app.turns.records.TurnRecord` has it)."""
+
+    @property
+    def turn_id(self) -> str: ...
+    @property
+    def seq(self) -> int: ...
+    @property
+    def created_at(self) -> datetime: ...
+
+
+def covered(rows: Iterable[CommitRow], turn: TurnRef) -> bool:
+    """Whether a done commit covers ``turn`` (this exact turn row, not just its seq)."""
+    for row in rows:
+        if row.state != "done" or not row.from_seq <= turn.seq <= row.to_seq:
+            continue
+        if turn.turn_id in row.turn_ids if row.turn_ids is not None else turn.created_at <= row.updated_at:
+            return True
+    return False
 
 
 def _to_arrow(rows: list[CommitRow]) -> pa.Table:
@@ -75,6 +117,8 @@ def _from_row(row: dict[str, object]) -> CommitRow:
     data["lease_until"] = as_utc(row["lease_until"])  # type: ignore[arg-type]
     data["updated_at"] = as_utc(row["updated_at"])  # type: ignore[arg-type]
     data["memory_ids"] = list(row.get("memory_ids") or [])  # type: ignore[call-overload]
+    ids = row.get("turn_ids")
+    data["turn_ids"] = None if ids is None else list(ids)  # type: ignore[call-overload]
     return msgspec.convert(data, CommitRow)
 
 
@@ -85,7 +129,9 @@ class CommitLog:
 
     @classmethod
     async def open(cls, db: AsyncConnection, *, lease: timedelta) -> CommitLog:
-        return cls(await tables.open_or_create(db, COMMITS, COMMIT_SCHEMA), lease=lease)
+        table = await tables.open_or_create(db, COMMITS, COMMIT_SCHEMA)
+        await tables.add_missing_columns(table, COMMIT_SCHEMA, what=COMMITS)  # stores of earlier releases
+        return cls(table, lease=lease)
 
     async def _query(self, where: str) -> list[CommitRow]:
         table = await self._table.query().where(where).to_arrow()
@@ -114,10 +160,11 @@ class CommitLog:
         return rows[0] if rows else None
 
     async def claim(self, org_id: str, namespace: str, chat_id: str, from_seq: int, to_seq: int,
-                    owner: str) -> CommitRow | None:
-        """Own the commit of turns ``from_seq..to_seq``: a new row, or a row whose lease ran out (its
-        saved facts kept). Returns the row if ``owner`` now holds it, else None."""
-        key = commit_key(org_id, namespace, chat_id, from_seq, to_seq)
+                    owner: str, *, turn_ids: Sequence[str] | None = None, revision: str = "") -> CommitRow | None:
+        """Own the commit of turns ``from_seq..to_seq`` (the turn rows ``turn_ids``; ``revision``: see the
+        module docstring): a new row, or a row whose lease ran out (its saved facts and turn ids kept).
+        Returns the row if ``owner`` now holds it, else None."""
+        key = commit_key(org_id, namespace, chat_id, from_seq, to_seq, revision)
         now = datetime.now(UTC)
         existing = await self.get(key)
         if existing is not None and (existing.state == "done" or existing.lease_valid(now)):
@@ -127,6 +174,7 @@ class CommitLog:
             to_seq=to_seq, state=existing.state if existing else "claimed", owner=owner,
             lease_until=now + self.lease, facts=existing.facts if existing else None, memory_ids=[],
             updated_at=now,
+            turn_ids=existing.turn_ids if existing else (None if turn_ids is None else list(turn_ids)),
         )
         expired = f"target.state <> 'done' AND target.lease_until < {F.sql_timestamp(now)}"
         data = _to_arrow([row])

@@ -20,7 +20,7 @@ import anyio
 from anyio.abc import TaskStatus
 
 from app.commits.committer import ChatKey
-from app.commits.log import CommitLog
+from app.commits.log import CommitLog, covered
 from app.commits.scheduler import CommitScheduler
 from app.turns.turnlog import TurnLog, TurnRecord
 
@@ -56,17 +56,25 @@ class CommitSweeper:
         latest = latest_per_chat(turns)
         max_seq: dict[ChatKey, int] = {}
         min_seq: dict[ChatKey, int] = {}
+        by_chat: dict[ChatKey, list[TurnRecord]] = {}
         for t in turns:
             key = ChatKey(t.org_id, t.namespace, t.chat_id)
+            by_chat.setdefault(key, []).append(t)
             max_seq[key] = max(max_seq.get(key, 0), t.seq)
             min_seq[key] = min(min_seq.get(key, t.seq), t.seq)
         done = await self.commits.done_through((k.org_id, k.namespace, k.chat_id) for k in latest)
         scheduled = healed = 0
         for key, turn in latest.items():
             through = done.get((key.org_id, key.namespace, key.chat_id), 0)
+            edited = False
             if min_seq[key] <= through:  # marks the commit log proves (a crash between commit and mark)
-                healed += await self.turnlog.mark_committed(key.org_id, key.namespace, key.chat_id, through)
-            if max_seq[key] > through:
+                rows = [r for r in await self.commits.for_chat(key.org_id, key.namespace, key.chat_id)
+                        if r.state == "done"]
+                uncovered = [t for t in by_chat[key] if t.seq <= through and not covered(rows, t)]
+                healed += await self.turnlog.mark_committed(key.org_id, key.namespace, key.chat_id, through,
+                                                            except_turns=[t.turn_id for t in uncovered])
+                edited = bool(uncovered)  # an edit of a committed turn: a revision to commit
+            if max_seq[key] > through or edited:
                 self.scheduler.touch_turn(turn)
                 scheduled += 1
         if scheduled or healed:

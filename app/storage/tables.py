@@ -76,6 +76,24 @@ async def open_or_create(db: AsyncConnection, name: str, schema: pa.Schema) -> A
     return await db.create_table(name, schema=schema, exist_ok=True)
 
 
+async def add_missing_columns(table: AsyncTable, schema: pa.Schema, *, what: str) -> list[str]:
+    """Start-up migration: add every nullable field of ``schema`` the table lacks, all null (a metadata-only
+    change). Another process adding them at the same moment is fine. Returns the names added here."""
+    have = set((await table.schema()).names)
+    missing = [f for f in schema if f.name not in have and f.nullable]
+    if not missing:
+        return []
+    try:
+        await retry(lambda: table.add_columns(missing), what=f"{what}.migrate")
+    except Exception:
+        if any(f.name not in (await table.schema()).names for f in missing):
+            raise
+        return []  # another process added them first
+    log.warning("%s: added column(s) %s (one-time migration of a store made by an earlier release)",
+                what, ", ".join(f.name for f in missing))
+    return [f.name for f in missing]
+
+
 async def delete_where(table: AsyncTable, where: str, *, what: str) -> int:
     """Delete the rows matching ``where``; returns how many went."""
     result = await retry(lambda: table.delete(where), what=f"{what}.delete")

@@ -314,12 +314,14 @@ class TurnLog:
         plus what this host's journals hold."""
         return await self._query("committed = false OR committed IS NULL", lambda r: not r.committed)
 
-    async def mark_committed(self, org_id: str, namespace: str, chat_id: str, through_seq: int) -> int:
-        """Mark a conversation's turns up to ``through_seq`` committed (after its commit is done). A turn
-        still in a journal is marked when recovery finds it committed; nothing depends on the mark but
-        how much start-up has to read."""
+    async def mark_committed(self, org_id: str, namespace: str, chat_id: str, through_seq: int,
+                             *, except_turns: Sequence[str] = ()) -> int:
+        """Mark a conversation's turns up to ``through_seq`` committed (after its commit is done), but not
+        ``except_turns`` (edits no commit covers yet). A turn still in a journal is marked when recovery
+        finds it committed; nothing depends on the mark but how much start-up has to read."""
         where = F.and_(F.chat_filter(org_id, namespace, chat_id), f"seq <= {int(through_seq)}",
-                       "(committed = false OR committed IS NULL)")
+                       "(committed = false OR committed IS NULL)",
+                       f"NOT {F.in_('turn_id', except_turns)}" if except_turns else None)
         result = await retry(lambda: self._table.update({"committed": True}, where=where), what="turns.mark")
         return int(getattr(result, "rows_updated", 0) or 0)
 

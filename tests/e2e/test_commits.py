@@ -119,6 +119,32 @@ def test_three_turn_conversation_is_one_conversation(server: MemchatServer, fake
     assert {m["sourceThreadId"] for m in found} == {chat_ids[0]}
 
 
+def test_an_edit_after_the_commit_is_committed_as_a_revision(server: MemchatServer, fake: FakeUpstream,
+                                                              namespace: str) -> None:
+    def current() -> list[str]:
+        return sorted(m["content"] for m in memories(server, namespace) if m["source"] == "conversation")
+
+    first = [{"role": "user", "content": "I have a dog named Biscuit."}]
+    reply, chat_id = chat(server, first, namespace, commit_after=1)
+    second = [*first, {"role": "assistant", "content": reply}, {"role": "user", "content": "I play the oboe."}]
+    chat(server, second, namespace, commit_after=1)
+    wait_for_memories(server, namespace, count=2)
+    _, again = chat(server, second, namespace, commit_after=1)   # turn 2 regenerated after its commit
+    assert again == chat_id
+    time.sleep(4)  # its revision is committed and adds no second copy of the same fact
+    assert current() == ["I have a dog named Biscuit.", "I play the oboe."]
+    edited = [*second[:2], {"role": "user", "content": "I play the bassoon in an orchestra."}]  # turn 2 edited
+    _, again = chat(server, edited, namespace, commit_after=1)
+    assert again == chat_id
+    deadline = time.monotonic() + 20
+    while "I play the bassoon in an orchestra." not in current():
+        assert time.monotonic() < deadline, (current(), server.log_text()[-3000:])
+        time.sleep(0.3)
+    time.sleep(3)  # a (wrong) second commit of the revision would land now
+    # what the edited message said is superseded by what it says now
+    assert current() == ["I have a dog named Biscuit.", "I play the bassoon in an orchestra."]
+
+
 def test_chat_id_continuity(server: MemchatServer, fake: FakeUpstream, namespace: str) -> None:
     given = "4b8b7a39-0a53-4d7e-9e0e-1c1c1c1c1c1c"
     _, first = chat(server, [{"role": "user", "content": "I play the cello."}], namespace, chat_id=given,

@@ -146,9 +146,6 @@ async def test_later_turns_are_committed_separately(env: Env) -> None:
     assert len(await env.memories()) == len(first.memories) + 1
 
 
-@pytest.mark.xfail(strict=True, reason="an edit or regenerate of a turn after its commit appends a row with the "
-                                       "same seq, but pending_turns keeps only seq > the committed to_seq, so "
-                                       "the replacement turn is never committed (the old fact stays)")
 async def test_an_edit_after_the_commit_is_committed_too(env: Env) -> None:
     t1 = await env.turn(1, "I live in Paris.")
     committer = await env.committer()
@@ -158,6 +155,80 @@ async def test_an_edit_after_the_commit_is_committed_too(env: Env) -> None:
     env.clock.now = due_time([edit]) + 1
     result = await committer.commit(KEY)
     assert result.status == "committed" and [m.content for m in result.memories] == ["I live in Rome."]
+    assert (await committer.commit(KEY)).status == "nothing"     # the revision is committed once
+    rows = await committer.commits.for_chat("org1", "ns", "chat-1")
+    assert {(r.from_seq, r.to_seq, r.state, tuple(r.turn_ids or ())) for r in rows} == {
+        (1, 1, "done", (edit.turn_id,)), (1, 1, "done", (t1.turn_id,))}
+    assert len({r.commit_key for r in rows}) == 2
+    # what the replaced message said is superseded by what it says now
+    assert result.superseded == 1 and [m.content for m in await env.memories()] == ["I live in Rome."]
+    assert await env.turnlog.uncommitted() == []
+
+
+async def committed_then_edited(env: Env, said: str, edited: str) -> tuple[Committer, TurnRecord, TurnRecord]:
+    """Turn 1 says ``said`` and is committed; then the user edits it to ``edited`` and the chat goes idle."""
+    t1 = await env.turn(1, said)
+    committer = await env.committer()
+    env.clock.now = due_time([t1]) + 1
+    assert (await committer.commit(KEY)).status == "committed"
+    edit = await env.turn(1, edited)
+    env.clock.now = due_time([edit]) + 1
+    return committer, t1, edit
+
+
+async def test_a_revision_taken_over_from_a_dead_owner_keeps_its_key_and_saved_facts(env: Env) -> None:
+    committer, _, edit = await committed_then_edited(env, "I live in Paris.", "I live in Rome.")
+    dead = await CommitLog.open(env.db, lease=timedelta(seconds=-1))
+    from app.commits.log import revision_digest
+    row = await dead.claim("org1", "ns", "chat-1", 1, 1, "dead-worker", turn_ids=[edit.turn_id],
+                           revision=revision_digest([edit.turn_id]))
+    saved = [ExtractedFact("I keep bees on my roof.", ["bees"], edit.turn_id)]
+    assert row is not None and await dead.save_facts(row, msgspec.json.encode(saved).decode())
+    result = await committer.commit(KEY)
+    assert result.status == "committed" and [m.content for m in result.memories] == ["I keep bees on my roof."]
+    assert result.memories[0].id == memory_id(row.commit_key, 0)
+    assert (await committer.commit(KEY)).status == "nothing"
+    assert len(await committer.commits.for_chat("org1", "ns", "chat-1")) == 2
+
+
+async def test_an_edit_and_a_new_turn_are_committed_together(env: Env) -> None:
+    t1 = await env.turn(1, "I live in Paris.")
+    t2 = await env.turn(2, "I play the oboe.")
+    committer = await env.committer()
+    env.clock.now = due_time([t1, t2]) + 1
+    await committer.commit(KEY)
+    edit = await env.turn(2, "I play the bassoon.")           # turn 2 edited, then the conversation goes on
+    t3 = await env.turn(3, "My brother Tom is a pilot.")
+    env.clock.now = due_time([edit, t3]) + 1
+    result = await committer.commit(KEY)
+    assert sorted(m.content for m in result.memories) == ["I play the bassoon.", "My brother Tom is a pilot."]
+    rows = await committer.commits.for_chat("org1", "ns", "chat-1")
+    assert sorted((r.from_seq, r.to_seq) for r in rows) == [(1, 2), (2, 3)]
+    assert (await committer.commit(KEY)).status == "nothing"
+    # what the edited message said is superseded by what it says now; the untouched turn's memory stays
+    assert sorted(m.content for m in await env.memories()) == [
+        "I live in Paris.", "I play the bassoon.", "My brother Tom is a pilot."]
+    everything, _ = await env.store.list("org1", "ns", limit=100, include_superseded=True)
+    oboe = [m for m in everything if m.state == "superseded"]
+    assert [(m.content, m.superseded_by) for m in oboe] == [
+        ("I play the oboe.", next(m.id for m in result.memories if m.content == "I play the bassoon."))]
+
+
+async def test_an_edit_that_says_nothing_to_remember_keeps_the_old_memories(env: Env) -> None:
+    committer, _, _ = await committed_then_edited(env, "I live in Paris.", "What time is it?")
+    assert (await committer.commit(KEY)).status == "committed"
+    assert [m.content for m in await env.memories()] == ["I live in Paris."]
+
+
+async def test_a_regenerated_reply_after_the_commit_adds_no_second_copy(env: Env) -> None:
+    t1 = await env.turn(1, "I have a dog named Biscuit.")
+    committer = await env.committer()
+    env.clock.now = due_time([t1]) + 1
+    await committer.commit(KEY)
+    again = await env.turn(1, "I have a dog named Biscuit.")   # same message, a new reply
+    env.clock.now = due_time([again]) + 1
+    assert (await committer.commit(KEY)).status == "committed"
+    assert [m.content for m in await env.memories()] == ["I have a dog named Biscuit."]
 
 
 async def test_a_commit_held_by_a_live_owner_is_busy(env: Env) -> None:

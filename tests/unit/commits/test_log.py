@@ -130,3 +130,37 @@ async def test_rows_are_scoped_by_tenant_and_forgotten_per_tenant(db: AsyncConne
     for org, ns in [t for t in tenants if t != ("org1", "' OR 1=1 --")]:
         assert len(await log.for_chat(org, ns, "chat")) == 1
     assert await log.get("no such key") is None
+
+
+async def test_a_commits_table_made_before_turn_ids_is_migrated_and_its_rows_still_cover(db: AsyncConnection) -> None:
+    """The previous release's table: today's schema without ``turn_ids``, with a done row in it."""
+    import pyarrow as pa
+
+    from app.commits.log import COMMIT_SCHEMA, COMMITS, covered
+    from app.storage.filters import tenant_key
+    from app.turns.records import TurnRecord
+
+    old_schema = pa.schema([f for f in COMMIT_SCHEMA if f.name != "turn_ids"])
+    finished = datetime.now(UTC)
+    old_row = {"commit_key": commit_key("org1", "ns", "chat", 1, 2), "tenant": tenant_key("org1", "ns"), "chat_id": "chat",
+               "from_seq": 1, "to_seq": 2, "state": "done", "owner": "w", "lease_until": finished, "facts": None,
+               "memory_ids": ["m1"], "updated_at": finished}
+    await db.create_table(COMMITS, data=pa.Table.from_pylist([old_row], schema=old_schema), schema=old_schema)
+    log = await CommitLog.open(db, lease=LEASE)
+    assert "turn_ids" in (await log._table.schema()).names
+    [row] = await log.for_chat("org1", "ns", "chat")
+    assert (row.state, row.memory_ids, row.turn_ids) == ("done", ["m1"], None)
+
+    def turn(seq: int, at: datetime) -> TurnRecord:
+        return TurnRecord(turn_id=f"t{seq}-{at.timestamp()}", chat_id="chat", org_id="org1", namespace="ns",
+                          seq=seq, user="u", assistant="a", status="complete", model=None, surface="openai",
+                          commit_after=1, prefix_hash="p", transcript_hash="h", created_at=at)
+
+    # a row without turn ids covers the turns of its range recorded before it was finished
+    assert covered([row], turn(1, finished - timedelta(seconds=5)))
+    assert not covered([row], turn(1, finished + timedelta(seconds=5)))  # an edit made after it
+    assert not covered([row], turn(3, finished - timedelta(seconds=5)))  # outside its range
+    new = await log.claim("org1", "ns", "chat", 3, 3, "w", turn_ids=["t3"])
+    assert new is not None and new.turn_ids == ["t3"]
+    await CommitLog.open(db, lease=LEASE)  # a second start finds the column and changes nothing
+    assert len(await log.for_chat("org1", "ns", "chat")) == 2

@@ -8,6 +8,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import msgspec
 import pyarrow as pa
 import pytest
 
@@ -109,6 +110,34 @@ async def test_marks_are_scoped_to_the_conversation(tmp_path: Path, chat: str) -
     await turnlog.append(record("bystander", 1))
     assert await turnlog.mark_committed("org1", "ns", chat, 1) == 1
     assert [t.chat_id for t in await turnlog.uncommitted()] == ["bystander"]
+
+
+@pytest.mark.parametrize("hostile", ["o'hara", "x') OR (1=1", "back\\slash"])
+async def test_a_mark_leaves_the_turns_it_is_told_to(tmp_path: Path, hostile: str) -> None:
+    db = await connect(str(tmp_path))
+    turnlog = await TurnLog.open(db)
+    kept = msgspec.structs.replace(record("c", 2), turn_id=hostile)
+    for turn in (record("c", 1), kept):
+        await turnlog.append(turn)
+    assert await turnlog.mark_committed("org1", "ns", "c", 2, except_turns=[hostile]) == 1
+    assert [t.turn_id for t in await turnlog.uncommitted()] == [hostile]
+
+
+async def test_recovery_schedules_an_edit_of_a_committed_turn(tmp_path: Path) -> None:
+    """A crash after an edit of a committed turn was recorded, before its revision was committed."""
+    db = await connect(str(tmp_path))
+    turnlog, commits = await TurnLog.open(db), await CommitLog.open(db, lease=timedelta(minutes=1))
+    first = record("edited", 1)
+    await turnlog.append(first)
+    row = await commits.claim("org1", "ns", "edited", 1, 1, "w", turn_ids=[first.turn_id])
+    assert row is not None and await commits.finish(row, [])
+    await turnlog.mark_committed("org1", "ns", "edited", 1)
+    edit = record("edited", 1, at=T0 + timedelta(minutes=1))
+    await turnlog.append(edit)
+    scheduler = Scheduler()
+    assert await CommitSweeper(scheduler, turnlog, commits).recover() == 1  # type: ignore[arg-type]
+    assert set(scheduler.due) == {ChatKey("org1", "ns", "edited")}
+    assert [t.turn_id for t in await turnlog.uncommitted()] == [edit.turn_id]  # not marked: nothing covers it
 
 
 async def test_a_commit_marks_its_turns_so_the_next_start_reads_nothing(tmp_path: Path) -> None:
