@@ -5,11 +5,18 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Request
+from litestar.di import NamedDependency
 
 from app.auth import Principal, key_from_headers
 from app.errors import AuthenticationFailed
 from app.obs.context import set_org
 from app.services import Services
+
+
+# Handler parameters filled by the app's dependencies, marked as such (Litestar 3 drops inferred ones).
+PrincipalDep = NamedDependency[Principal]
+ServicesDep = NamedDependency[Services]
+NsScopeDep = NamedDependency[str]   # "<namespace>" or the shared scope (`app.api.memories`)
 
 
 def services_of(request: Request[Any, Any, Any]) -> Services:

@@ -26,14 +26,12 @@ from msgspec import UNSET
 
 from app.api import memory_models as M
 from app.api import memory_transfer as wire_transfer
-from app.api.deps import provide_principal, provide_services
+from app.api.deps import NsScopeDep, PrincipalDep, ServicesDep, provide_principal, provide_services
 from app.api.wire import memory_json
-from app.auth import Principal
 from app.errors import InvalidRequest, PermissionDenied
 from app.memory.entities import clean_entities
 from app.memory.limits import MemoryLimitError
 from app.memory.limits import check_content as check_memory_content
-from app.services import Services
 from app.tenancy import MAX_NAMESPACE_LENGTH, NAMESPACE_PATTERN, SHARED_NAMESPACE, validate_namespace
 
 IMPORT_MAX_BYTES = 64 * 1024 * 1024
@@ -161,8 +159,8 @@ def _json_body(type_: Any) -> type[Operation]:
 
 @post("/", status_code=200, operation_class=_json_body(M.CreateMemoryBody),
       responses=M.responses(M.MemoryOut, 401, 403, 413, 422), summary="Create Memory")
-async def create_memory(request: Request[Any, Any, Any], principal: Principal, services: Services,
-                        ns_scope: str) -> dict[str, Any]:
+async def create_memory(request: Request[Any, Any, Any], principal: PrincipalDep, services: ServicesDep,
+                        ns_scope: NsScopeDep) -> dict[str, Any]:
     """Store an explicit memory (``source: "explicit"``) in the namespace."""
     body = decode_body(await request.body(), M.CreateMemoryBody)
     if body.organizationId is not None and body.organizationId != principal.org_id:
@@ -173,8 +171,8 @@ async def create_memory(request: Request[Any, Any, Any], principal: Principal, s
 
 @post("/search", status_code=200, operation_class=_json_body(M.SearchBody),
       responses=M.responses(M.SearchResults, 401, 413, 422), summary="Search Memories")
-async def search_memories(request: Request[Any, Any, Any], principal: Principal, services: Services,
-                          ns_scope: str) -> dict[str, Any]:
+async def search_memories(request: Request[Any, Any, Any], principal: PrincipalDep, services: ServicesDep,
+                          ns_scope: NsScopeDep) -> dict[str, Any]:
     """Hybrid search of the namespace's current memories (``namespace`` in the body wins, except on the
     shared scope's route)."""
     body = decode_body(await request.body(), M.SearchBody)
@@ -187,7 +185,7 @@ async def search_memories(request: Request[Any, Any, Any], principal: Principal,
 
 @get("/", operation_class=_operation(), responses=M.responses(M.MemoryList, 401, 404, 422), summary="List Memories")
 async def list_memories(
-    principal: Principal, services: Services, ns_scope: str, limit: Limit = 50, offset: Offset = 0,
+    principal: PrincipalDep, services: ServicesDep, ns_scope: NsScopeDep, limit: Limit = 50, offset: Offset = 0,
     source: Annotated[Literal["explicit", "conversation"] | None, Parameter(
         description="Only memories of this source.")] = None,
     entity: Annotated[str | None, Parameter(min_length=1, max_length=500, description=(
@@ -207,15 +205,15 @@ async def list_memories(
 
 @get("/{memory_id:str}", operation_class=_operation(), responses=M.responses(M.MemoryOut, 401, 404, 422),
      summary="Get Memory")
-async def get_memory(memory_id: MemoryId, principal: Principal, services: Services,
-                     ns_scope: str) -> dict[str, Any]:
+async def get_memory(memory_id: MemoryId, principal: PrincipalDep, services: ServicesDep,
+                     ns_scope: NsScopeDep) -> dict[str, Any]:
     return memory_json(await services.memories.get(principal.org_id, ns_scope, check_uuid(memory_id)))
 
 
 @delete("/{memory_id:str}", status_code=204, operation_class=_operation(),
         responses=M.responses(None, 401, 404, 422), summary="Delete Memory")
-async def delete_memory(memory_id: MemoryId, principal: Principal, services: Services,
-                        ns_scope: str) -> Response[None]:
+async def delete_memory(memory_id: MemoryId, principal: PrincipalDep, services: ServicesDep,
+                        ns_scope: NsScopeDep) -> Response[None]:
     """Delete the memory and its earlier versions."""
     await services.memories.delete(principal.org_id, ns_scope, check_uuid(memory_id))
     return Response(None, status_code=204)
@@ -224,7 +222,7 @@ async def delete_memory(memory_id: MemoryId, principal: Principal, services: Ser
 @post("/backfill-entities", status_code=200, operation_class=_operation(),
       responses=M.responses(M.BackfillOut, 401, 422), summary="Backfill Entities")
 async def backfill_entities(
-    principal: Principal, services: Services, ns_scope: str,
+    principal: PrincipalDep, services: ServicesDep, ns_scope: NsScopeDep,
     limit: Annotated[int, Parameter(ge=1, le=50, description="Memories examined by this call.")] = 20,
     offset: Offset = 0,
     chunk_size: Annotated[int, Parameter(ge=1, le=10, description="Memories per model call.")] = 5,
@@ -241,8 +239,8 @@ async def backfill_entities(
 
 @patch("/{memory_id:str}", operation_class=_json_body(M.PATCH_BODY),
        responses=M.responses(M.MemoryOut, 401, 404, 413, 422), summary="Update Memory")
-async def update_memory(request: Request[Any, Any, Any], memory_id: MemoryId, principal: Principal,
-                        services: Services, ns_scope: str) -> dict[str, Any]:
+async def update_memory(request: Request[Any, Any, Any], memory_id: MemoryId, principal: PrincipalDep,
+                        services: ServicesDep, ns_scope: NsScopeDep) -> dict[str, Any]:
     """Change a memory's content (re-embedded) and/or entities; the replaced version is kept (see
     ``/history``)."""
     body = decode_body(await request.body(), M.PatchMemoryBody)
@@ -256,8 +254,8 @@ async def update_memory(request: Request[Any, Any, Any], memory_id: MemoryId, pr
 
 @get("/{memory_id:str}/history", operation_class=_operation(),
      responses=M.responses(M.MemoryHistory, 401, 404, 422), summary="Memory History")
-async def memory_history(memory_id: MemoryId, principal: Principal, services: Services,
-                         ns_scope: str) -> dict[str, Any]:
+async def memory_history(memory_id: MemoryId, principal: PrincipalDep, services: ServicesDep,
+                         ns_scope: NsScopeDep) -> dict[str, Any]:
     """Versions oldest to newest (the last is the current one) and the supersession links."""
     history = await services.memories.history(principal.org_id, ns_scope, check_uuid(memory_id))
     return M.history_json(history)
@@ -266,8 +264,8 @@ async def memory_history(memory_id: MemoryId, principal: Principal, services: Se
 @delete("/", status_code=200, operation_class=_operation(required=("confirm",)), responses=M.responses(M.ForgetOut, 401, 422),
         summary="Forget Namespace")
 async def forget_namespace(
-    principal: Principal, services: Services,
-    ns_scope: str,
+    principal: PrincipalDep, services: ServicesDep,
+    ns_scope: NsScopeDep,
     confirm: Annotated[bool, Parameter(schema_extra={"enum": [True]}, description="Must be true.")] = False,
 ) -> dict[str, Any]:
     """Forget a user: delete every memory, earlier version and conversation (turn log and commit
@@ -282,7 +280,7 @@ async def forget_namespace(
 
 @get("/export", operation_class=_operation(), responses=M.responses(M.EXPORT_SPEC, 401, 422),
      summary="Export Memories")
-async def export_memories(principal: Principal, services: Services, ns_scope: str) -> Stream:
+async def export_memories(principal: PrincipalDep, services: ServicesDep, ns_scope: NsScopeDep) -> Stream:
     """Every memory of the namespace (superseded ones too), oldest first, as JSON Lines."""
     pages = services.memories.export(principal.org_id, ns_scope)
     return Stream(wire_transfer.export_lines(pages), media_type=M.JSONL,
@@ -292,8 +290,8 @@ async def export_memories(principal: Principal, services: Services, ns_scope: st
 @post("/import", status_code=200, request_max_body_size=IMPORT_MAX_BYTES,
       operation_class=_operation(M.IMPORT_BODY), responses=M.responses(M.ImportOut, 401, 413, 422),
       summary="Import Memories")
-async def import_memories(request: Request[Any, Any, Any], principal: Principal, services: Services,
-                          ns_scope: str) -> dict[str, Any]:
+async def import_memories(request: Request[Any, Any, Any], principal: PrincipalDep, services: ServicesDep,
+                          ns_scope: NsScopeDep) -> dict[str, Any]:
     """Import JSON Lines (or a JSON array) as exported; ids are kept, so re-importing is a no-op.
     Everything is validated before anything is written."""
     records = wire_transfer.parse_import(await request.body())

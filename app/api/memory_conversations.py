@@ -17,13 +17,11 @@ from litestar.di import Provide
 from litestar.params import Parameter
 
 from app.api import memory_models as M
-from app.api.deps import provide_principal, provide_services
+from app.api.deps import PrincipalDep, ServicesDep, provide_principal, provide_services
 from app.api.memories import Namespace, _operation, check_namespace
 from app.api.memory_transfer import DATETIME_PATTERN
-from app.auth import Principal
 from app.errors import InvalidRequest
 from app.memory.limits import NONBLANK, is_blank
-from app.services import Services
 from app.tenancy import MAX_CHAT_ID_LENGTH, NAMESPACE_PATTERN, has_control
 from app.times import as_utc
 from app.turns.imports import EARLIEST_YEAR, PastTurn
@@ -148,7 +146,7 @@ def parse_conversations(body: bytes) -> list[tuple[str | None, list[PastTurn]]]:
 @post("/conversations", status_code=200, request_max_body_size=MAX_BODY_BYTES, operation_class=_operation(BODY),
       responses=M.responses(ConversationsOut, 401, 413, 422), summary="Import Conversations")
 async def import_conversations(
-    request: Request[Any, Any, Any], principal: Principal, services: Services, namespace: Namespace = "",
+    request: Request[Any, Any, Any], principal: PrincipalDep, services: ServicesDep, namespace: Namespace = "",
     commit_after: Annotated[int, Parameter(ge=0, le=MAX_COMMIT_AFTER, description=(
         "Seconds from now until the conversations are committed to memory (0: at once)."))] = 0,
 ) -> dict[str, Any]:

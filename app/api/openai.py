@@ -8,17 +8,15 @@ from typing import Any
 from litestar import Request, Response, Router, get, post
 from litestar.di import Provide
 
-from app.api.deps import provide_principal, provide_services
+from app.api.deps import PrincipalDep, ServicesDep, provide_principal, provide_services
 from app.api.framing import chat_headers, memory_field, openai_frames, responses_frames
 from app.api.streaming import sse_response
-from app.auth import Principal
 from app.chat.request import parse_chat_params, parse_openai_body
 from app.chat.responses import parse_responses_body
 from app.chat.service import PreparedChat
-from app.services import Services
 
 
-async def _answer(services: Services, chat: PreparedChat, stream: bool) -> Response[Any]:
+async def _answer(services: ServicesDep, chat: PreparedChat, stream: bool) -> Response[Any]:
     """The streamed (SSE in the chat's API framing) or JSON answer, with ``memory`` and the memchat headers."""
     if stream:
         opened = await services.chat.open_stream(chat, first_chunk_fields={"memory": memory_field(chat)})
@@ -31,14 +29,14 @@ async def _answer(services: Services, chat: PreparedChat, stream: bool) -> Respo
 
 
 @post(["/memory/chat/completions", "/chat/completions"], status_code=200)
-async def chat_completions(request: Request[Any, Any, Any], principal: Principal, services: Services) -> Response[Any]:
+async def chat_completions(request: Request[Any, Any, Any], principal: PrincipalDep, services: ServicesDep) -> Response[Any]:
     params = parse_chat_params(request.query_params.get)
     body = parse_openai_body(await request.body())
     return await _answer(services, await services.chat.prepare(principal, params, body), bool(body.get("stream")))
 
 
 @post(["/memory/responses", "/responses"], status_code=200)
-async def responses(request: Request[Any, Any, Any], principal: Principal, services: Services) -> Response[Any]:
+async def responses(request: Request[Any, Any, Any], principal: PrincipalDep, services: ServicesDep) -> Response[Any]:
     """The Responses API: ``memory`` rides on the ``response`` of ``response.created`` (streamed) or on the
     response object (not streamed)."""
     params = parse_chat_params(request.query_params.get)
@@ -48,7 +46,7 @@ async def responses(request: Request[Any, Any, Any], principal: Principal, servi
 
 
 @get(["/memory/models", "/models"])
-async def list_models(principal: Principal, services: Services) -> Response[bytes]:
+async def list_models(principal: PrincipalDep, services: ServicesDep) -> Response[bytes]:
     return Response(await services.backend.models(), media_type="application/json")
 
 

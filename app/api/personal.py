@@ -13,15 +13,13 @@ import msgspec
 from litestar import Request, Response, Router, post
 from litestar.di import Provide
 
-from app.api.deps import provide_principal, provide_services
+from app.api.deps import PrincipalDep, ServicesDep, provide_principal, provide_services
 from app.api.framing import id_header, personal_frames, thinkings
 from app.api.streaming import TOKEN_PING, sse_response
 from app.api.wire import memory_refs
-from app.auth import Principal
 from app.chat.service import ConversationInfo, PreparedChat
 from app.errors import InvalidRequest
 from app.memory.models import ScoredMemory
-from app.services import Services
 from app.tenancy import validate_chat_id, validate_namespace
 from app.times import rfc3339
 
@@ -96,7 +94,7 @@ def group_refs(used: list[ScoredMemory], conversations: dict[str, ConversationIn
     return list(groups.values())
 
 
-async def _prepare(request: Request[Any, Any, Any], principal: Principal, services: Services,
+async def _prepare(request: Request[Any, Any, Any], principal: PrincipalDep, services: ServicesDep,
                    *, stream: bool) -> tuple[PreparedChat, list[dict[str, Any]]]:
     body = parse_personal(await request.body())
     request.scope["memchat_session_id"] = body.session_id or None  # type: ignore[typeddict-unknown-key]
@@ -106,8 +104,8 @@ async def _prepare(request: Request[Any, Any, Any], principal: Principal, servic
 
 
 @post("/chat_personal_stream", status_code=200)
-async def chat_personal_stream(request: Request[Any, Any, Any], principal: Principal,
-                               services: Services) -> Response[Any]:
+async def chat_personal_stream(request: Request[Any, Any, Any], principal: PrincipalDep,
+                               services: ServicesDep) -> Response[Any]:
     chat, refs = await _prepare(request, principal, services, stream=True)
     stream = await services.chat.open_stream(chat)
     return sse_response(personal_frames(stream, chat, refs), owner=stream,
@@ -116,7 +114,7 @@ async def chat_personal_stream(request: Request[Any, Any, Any], principal: Princ
 
 
 @post("/chat_personal", status_code=200)
-async def chat_personal(request: Request[Any, Any, Any], principal: Principal, services: Services) -> dict[str, Any]:
+async def chat_personal(request: Request[Any, Any, Any], principal: PrincipalDep, services: ServicesDep) -> dict[str, Any]:
     chat, refs = await _prepare(request, principal, services, stream=False)
     completion = await services.chat.complete(chat)
     return {"code": "0000", "msg": "success",

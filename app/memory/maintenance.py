@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import Any
 
 from lancedb.table import AsyncTable
@@ -14,6 +15,18 @@ from app.storage import filters as F
 from app.storage import tables
 
 log = logging.getLogger("memchat.memory")
+
+# A vector (ANN) index is only built once the table has this many rows. Below it -- and,
+# with per-tenant prefilters, usually above it too -- a flat search over the tenant's rows
+# (found through the BTree index) is both faster and exact; see docs/benchmarks.md.
+DEFAULT_VECTOR_INDEX_MIN_ROWS: int | None = None
+
+# `open` builds missing BTree/FTS indexes itself when the table has at most this many rows
+# (instant on a new, empty table); bigger tables wait for `maintain`. This matters for FTS:
+# without an index, Lance's flat FTS tokenizes with defaults (no stemming, no stop-word
+# removal), so BM25 would rank "what is my ..." by "is"/"my"; with an index -- even an empty
+# one -- unindexed rows are tokenized with the index's configuration.
+OPEN_INDEX_MAX_ROWS = 10_000
 
 
 def wanted_indexes(fts_column: str, dim: int, rows: int, vector_index_min_rows: int | None) -> list[tuple[str, Any]]:
@@ -40,6 +53,34 @@ async def ensure_indexes(
         return {"created": [], "skipped": [], "rows": rows}
     wanted = wanted_indexes(fts_column, dim, rows, vector_index_min_rows)
     return {**await tables.ensure_indexes(table, wanted, what="memories"), "rows": rows}
+
+
+async def maintain(table: AsyncTable, fts_column: str, dim: int, vector_index_min_rows: int | None, *,
+                   cleanup_older_than: timedelta | None = None) -> dict[str, Any]:
+    """Create missing indexes and fold new rows into them:
+
+    * BTree on ``tenant`` and ``pk`` (every query filters on the tenant; get/update/
+      delete/merge-insert look rows up by pk = tenant + id),
+    * Lance native FTS (BM25) on the FTS column (``search_text``),
+    * a vector index only once ``vector_index_min_rows`` is reached (``None``: never --
+      per-tenant flat search is exact and fast, see docs/benchmarks.md),
+    * ``optimize()``: compaction, index updates for new rows, old-version cleanup
+      (``cleanup_older_than``, LanceDB's default of 7 days when None).
+
+    Safe to run while reads and writes happen (Lance commits are snapshot-isolated; index
+    builds and compaction commit new versions that readers pick up atomically) and from
+    several replicas at once (conflicting commits are retried or skipped).
+    """
+    report = await ensure_indexes(table, fts_column, dim, vector_index_min_rows, max_rows=None)
+    report["optimize"] = await tables.optimize(table, what="memories", cleanup_older_than=cleanup_older_than, attempts=3)
+    return report
+
+
+async def table_stats(table: AsyncTable) -> dict[str, Any]:
+    """Row count and indexes of the memories table."""
+    indices = await table.list_indices()
+    return {"rows": await table.count_rows(),
+            "indices": {ix.name: {"type": ix.index_type, "columns": list(ix.columns)} for ix in indices}}
 
 
 async def resolve_duplicates(table: AsyncTable, org_id: str, namespace: str, ids: Sequence[str]) -> dict[str, Memory]:

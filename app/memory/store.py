@@ -30,6 +30,7 @@ from lancedb.db import AsyncConnection
 from lancedb.table import AsyncTable
 
 from app.memory import maintenance as M
+from app.memory.maintenance import DEFAULT_VECTOR_INDEX_MIN_ROWS, OPEN_INDEX_MAX_ROWS
 from app.memory import paging
 from app.memory.context import CONTEXT_MAX_CHARS, previous_in_thread
 from app.memory.embed import Embedder
@@ -57,19 +58,6 @@ from app.storage.tables import retry
 from app.times import as_utc, utcnow
 
 log = logging.getLogger("memchat.memory")
-
-# A vector (ANN) index is only built once the table has this many rows. Below it -- and,
-# with per-tenant prefilters, usually above it too -- a flat search over the tenant's rows
-# (found through the BTree index) is both faster and exact; see docs/benchmarks.md.
-DEFAULT_VECTOR_INDEX_MIN_ROWS: int | None = None
-
-# `open` builds missing BTree/FTS indexes itself when the table has at most this many rows
-# (instant on a new, empty table); bigger tables wait for `maintain`. This matters for FTS:
-# without an index, Lance's flat FTS tokenizes with defaults (no stemming, no stop-word
-# removal), so BM25 would rank "what is my ..." by "is"/"my"; with an index -- even an empty
-# one -- unindexed rows are tokenized with the index's configuration.
-OPEN_INDEX_MAX_ROWS = 10_000
-
 
 class MemoryStore:
     """Async memory store. Construct with ``await MemoryStore.open(uri, embedder)``."""
@@ -397,25 +385,10 @@ class MemoryStore:
     # ------------------------------------------------------------------ maintenance
 
     async def maintain(self, *, cleanup_older_than: timedelta | None = None) -> dict[str, Any]:
-        """Create missing indexes and fold new rows into them. Background task only.
-
-        * BTree on ``tenant`` and ``pk`` (every query filters on the tenant; get/update/
-          delete/merge-insert look rows up by pk = tenant + id),
-        * Lance native FTS (BM25) on the configured FTS column (``search_text``),
-        * a vector index only once ``vector_index_min_rows`` is reached (``None``: never --
-          per-tenant flat search is exact and fast, see docs/benchmarks.md),
-        * ``optimize()``: compaction, index updates for new rows, old-version cleanup
-          (``cleanup_older_than``, LanceDB's default of 7 days when None).
-
-        Safe to run while reads and writes happen (Lance commits are snapshot-isolated; index
-        builds and compaction commit new versions that readers pick up atomically) and from
-        several replicas at once (conflicting commits are retried or skipped).
-        """
+        """Indexes and compaction (`app.memory.maintenance.maintain`). Background task only; one at a time."""
         async with self._maintain_lock:
-            report = await self._ensure_indexes(max_rows=None)
-            report["optimize"] = await tables.optimize(self._table, what="memories", cleanup_older_than=cleanup_older_than,
-                                                       attempts=3)
-            return report
+            return await M.maintain(self._table, self.search_config.fts_column, self.dim, self.vector_index_min_rows,
+                                    cleanup_older_than=cleanup_older_than)
 
     async def _ensure_indexes(self, *, max_rows: int | None) -> dict[str, Any]:
         return await M.ensure_indexes(
@@ -423,11 +396,5 @@ class MemoryStore:
         )
 
     async def stats(self) -> dict[str, Any]:
-        idx = await self._table.list_indices()
-        return {
-            "rows": await self._table.count_rows(),
-            "indices": {ix.name: {"type": ix.index_type, "columns": list(ix.columns)} for ix in idx},
-            "embedder": self._embedder.name,
-            "dim": self.dim,
-            "search": {"mode": self.search_config.mode},
-        }
+        return {**await M.table_stats(self._table), "embedder": self._embedder.name, "dim": self.dim,
+                "search": {"mode": self.search_config.mode}}
