@@ -322,6 +322,8 @@ class TurnLog:
         where = F.and_(F.chat_filter(org_id, namespace, chat_id), f"seq <= {int(through_seq)}",
                        "(committed = false OR committed IS NULL)",
                        f"NOT {F.in_('turn_id', except_turns)}" if except_turns else None)
+        if not await self._table.count_rows(where):  # an update matching nothing still writes a table version
+            return 0
         result = await retry(lambda: self._table.update({"committed": True}, where=where), what="turns.mark")
         return int(getattr(result, "rows_updated", 0) or 0)
 

@@ -158,3 +158,13 @@ async def test_a_commit_marks_its_turns_so_the_next_start_reads_nothing(tmp_path
         assert await CommitSweeper(Scheduler(), turnlog, commits).recover() == 0  # type: ignore[arg-type]
     finally:
         await store.close()
+
+
+async def test_a_mark_with_nothing_to_mark_writes_no_table_version(tmp_path: Path) -> None:
+    db = await connect(str(tmp_path))
+    turnlog = await TurnLog.open(db)
+    await turnlog.append(record("c", 1))
+    assert await turnlog.mark_committed("org1", "ns", "c", 1) == 1
+    version = await turnlog._table.version()
+    assert await turnlog.mark_committed("org1", "ns", "c", 1) == 0
+    assert await turnlog._table.version() == version
