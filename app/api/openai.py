@@ -14,9 +14,10 @@ from app.api.streaming import sse_response
 from app.chat.request import parse_chat_params, parse_openai_body
 from app.chat.responses import parse_responses_body
 from app.chat.service import PreparedChat
+from app.services import Services
 
 
-async def _answer(services: ServicesDep, chat: PreparedChat, stream: bool) -> Response[Any]:
+async def _answer(services: Services, chat: PreparedChat, stream: bool) -> Response[Any]:
     """The streamed (SSE in the chat's API framing) or JSON answer, with ``memory`` and the memchat headers."""
     if stream:
         opened = await services.chat.open_stream(chat, first_chunk_fields={"memory": memory_field(chat)})

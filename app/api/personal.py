@@ -18,8 +18,10 @@ from app.api.framing import id_header, personal_frames, thinkings
 from app.api.streaming import TOKEN_PING, sse_response
 from app.api.wire import memory_refs
 from app.chat.service import ConversationInfo, PreparedChat
+from app.auth import Principal
 from app.errors import InvalidRequest
 from app.memory.models import ScoredMemory
+from app.services import Services
 from app.tenancy import validate_chat_id, validate_namespace
 from app.times import rfc3339
 
@@ -94,7 +96,7 @@ def group_refs(used: list[ScoredMemory], conversations: dict[str, ConversationIn
     return list(groups.values())
 
 
-async def _prepare(request: Request[Any, Any, Any], principal: PrincipalDep, services: ServicesDep,
+async def _prepare(request: Request[Any, Any, Any], principal: Principal, services: Services,
                    *, stream: bool) -> tuple[PreparedChat, list[dict[str, Any]]]:
     body = parse_personal(await request.body())
     request.scope["memchat_session_id"] = body.session_id or None  # type: ignore[typeddict-unknown-key]
