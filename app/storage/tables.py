@@ -68,12 +68,28 @@ async def table_exists(db: AsyncConnection, name: str) -> bool:
             return False
 
 
-async def open_or_create(db: AsyncConnection, name: str, schema: pa.Schema) -> AsyncTable:
+async def open_or_create(db: AsyncConnection, name: str, schema: pa.Schema, *, attempts: int = 12,
+                         pause: float = 0.05) -> AsyncTable:
     """Open table ``name`` (whatever its schema: migrations are the caller's), creating it with ``schema``
-    when it does not exist (``exist_ok``: another process may create it at the same moment)."""
-    if await table_exists(db, name):
-        return await db.open_table(name)
-    return await db.create_table(name, schema=schema, exist_ok=True)
+    when it does not exist.
+
+    Several processes may open a fresh store at the same moment (the workers of one server, replicas): a
+    table another process is creating can be listed before it can be opened ("not found"), and two
+    creations conflict. Both states pass within milliseconds, so the whole step is tried again, briefly,
+    until the table opens; the last attempt's error propagates."""
+    for attempt in range(attempts):
+        try:
+            if await table_exists(db, name):
+                return await db.open_table(name)
+            return await db.create_table(name, schema=schema, exist_ok=True)
+        except (ValueError, RuntimeError) as exc:  # LanceDB's types for both states (and for real failures)
+            if attempt == attempts - 1:
+                raise
+            delay = pause * (1 + attempt) * (0.5 + random.random())
+            log.info("opening table %s raced another process (attempt %d): %s; again in %.2fs",
+                     name, attempt + 1, exc, delay)
+            await asyncio.sleep(delay)
+    raise AssertionError("unreachable")
 
 
 async def add_missing_columns(table: AsyncTable, schema: pa.Schema, *, what: str) -> list[str]:

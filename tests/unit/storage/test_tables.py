@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from pathlib import Path
 
 import pyarrow as pa
@@ -34,6 +36,35 @@ async def test_open_or_create_creates_then_reopens(tmp_path: Path) -> None:
     again = await tables.open_or_create(await connect(str(tmp_path)), "things", SCHEMA)
     assert await again.count_rows() == 2
     assert not await tables.table_exists(db, "thing")
+
+
+def test_open_or_create_when_several_processes_open_a_fresh_store_at_once(tmp_path: Path) -> None:
+    """The workers of one server open a fresh data dir at the same moment: a table being created elsewhere
+    can be listed before it opens, and two creations conflict. Every opener must end with the table."""
+    errors: list[str] = []
+    opened: list[int] = []
+
+    def opener(path: str, start: threading.Barrier) -> None:
+        async def go() -> None:
+            db = await connect(path)  # one connection per opener, as in separate processes
+            start.wait()
+            table = await tables.open_or_create(db, "things", SCHEMA)
+            opened.append(await table.count_rows())
+        try:
+            asyncio.run(go())
+        except Exception as exc:  # collected: the assertion below names them
+            errors.append(repr(exc)[:200])
+
+    rounds, openers = 40, 6
+    for n in range(rounds):
+        start = threading.Barrier(openers)
+        threads = [threading.Thread(target=opener, args=(str(tmp_path / f"store{n}"), start)) for _ in range(openers)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert errors == []
+    assert opened == [0] * (rounds * openers)
 
 
 async def test_open_or_create_keeps_an_existing_schema(tmp_path: Path) -> None:
