@@ -1,0 +1,62 @@
+"""Stage timers for a memchat server under a benchmark (not part of the product; measurement only).
+
+Put this directory on the *server's* ``PYTHONPATH`` and name an output file::
+
+    .venv/bin/python scripts/soak.py --no-docs --duration 40 \
+        --env PYTHONPATH=$PWD/scripts/stage_probe --env MEMCHAT_STAGE_PROBE=/tmp/stages.txt
+
+Once the app's modules are imported, a daemon thread wraps a few request-path steps with wall-clock timers
+(the full-text leg, the query embedding, rescoring, the dense completion, the turn log's read of a
+conversation) and rewrites ``MEMCHAT_STAGE_PROBE`` every 5 s with calls, total and mean seconds per step.
+Copy the file at the moment you want (e.g. during the hold: later it also counts the commits' searches).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+_OUT = os.environ.get("MEMCHAT_STAGE_PROBE")
+_MODULES = ("app.memory.search", "app.memory.store", "app.turns.turnlog")
+
+
+def _install(out: str) -> None:
+    totals: dict[str, list[float]] = {}
+
+    def timed(name: str, fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+        async def wrapper(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return await fn(*args, **kwargs)
+            finally:
+                entry = totals.setdefault(name, [0, 0.0])
+                entry[0] += 1
+                entry[1] += time.perf_counter() - started
+        return wrapper
+
+    def run() -> None:
+        while not all(name in sys.modules for name in _MODULES):
+            time.sleep(0.2)
+        time.sleep(1.0)  # let the modules finish importing
+        search, store, turnlog = (sys.modules[name] for name in _MODULES)
+        search.fts_leg = timed("full-text leg (LanceDB)", search.fts_leg)
+        search.rescore = timed("rescore", search.rescore)
+        search.complete_dense = timed("dense completion", search.complete_dense)
+        store.MemoryStore._embed_query = timed("query embedding", store.MemoryStore._embed_query)
+        turnlog.TurnLog.chat_turns = timed("turn log: a conversation's turns", turnlog.TurnLog.chat_turns)
+        while True:
+            time.sleep(5.0)
+            lines = [f"{name}: {int(n)} calls, {total:.1f} s, mean {total / max(n, 1) * 1000:.1f} ms"
+                     for name, (n, total) in sorted(totals.items())]
+            with open(out, "w") as f:
+                f.write("\n".join(lines) + "\n")
+
+    threading.Thread(target=run, name="stage-probe", daemon=True).start()
+
+
+if _OUT:  # only where the variable is set: pass it to the server alone (soak.py --env)
+    _install(_OUT)
