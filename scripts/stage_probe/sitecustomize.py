@@ -7,7 +7,7 @@ Put this directory on the *server's* ``PYTHONPATH`` and name an output file::
 
 Once the app's modules are imported, a daemon thread wraps a few request-path steps with wall-clock timers
 (the full-text leg, the query embedding, rescoring, the dense completion, the turn log's read of a
-conversation) and rewrites ``MEMCHAT_STAGE_PROBE`` every 5 s with calls, total and mean seconds per step.
+conversation) and a commit's steps (its writes, the extraction call, the whole commit), and rewrites ``MEMCHAT_STAGE_PROBE`` every 5 s with calls, total and mean seconds per step.
 Copy the file at the moment you want (e.g. during the hold: later it also counts the commits' searches).
 """
 
@@ -21,7 +21,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 _OUT = os.environ.get("MEMCHAT_STAGE_PROBE")
-_MODULES = ("app.memory.search", "app.memory.store", "app.turns.turnlog")
+_MODULES = ("app.memory.search", "app.memory.store", "app.turns.turnlog", "app.commits.log",
+            "app.commits.committer", "app.memory.extract_llm")
 
 
 def _install(out: str) -> None:
@@ -42,12 +43,21 @@ def _install(out: str) -> None:
         while not all(name in sys.modules for name in _MODULES):
             time.sleep(0.2)
         time.sleep(1.0)  # let the modules finish importing
-        search, store, turnlog = (sys.modules[name] for name in _MODULES)
+        search, store, turnlog, commit_log, committer, extract_llm = (sys.modules[name] for name in _MODULES)
         search.fts_leg = timed("full-text leg (LanceDB)", search.fts_leg)
         search.rescore = timed("rescore", search.rescore)
         search.complete_dense = timed("dense completion", search.complete_dense)
         store.MemoryStore._embed_query = timed("query embedding", store.MemoryStore._embed_query)
         turnlog.TurnLog.chat_turns = timed("turn log: a conversation's turns", turnlog.TurnLog.chat_turns)
+        turnlog.TurnLog.mark_committed = timed("commit: write the turn log's mark", turnlog.TurnLog.mark_committed)
+        for method in ("claim", "save_facts", "finish", "for_chat"):
+            setattr(commit_log.CommitLog, method,
+                    timed(f"commit: commit log {method}", getattr(commit_log.CommitLog, method)))
+        store.MemoryStore.add = timed("commit: memories add (embed + write)", store.MemoryStore.add)
+        store.MemoryStore.supersede = timed("commit: supersede", store.MemoryStore.supersede)
+        committer.Committer.commit = timed("commit: whole commit", committer.Committer.commit)
+        committer.Committer._existing = timed("commit: search existing memories", committer.Committer._existing)
+        extract_llm.LLMExtractor.extract = timed("commit: extraction call (LLM)", extract_llm.LLMExtractor.extract)
         while True:
             time.sleep(5.0)
             lines = [f"{name}: {int(n)} calls, {total:.1f} s, mean {total / max(n, 1) * 1000:.1f} ms"
