@@ -8,6 +8,7 @@ import asyncio
 import logging
 import os
 import socket
+import time
 import uuid
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -49,6 +50,9 @@ from app.turns.turnlog import TurnLog
 log = logging.getLogger("memchat.services")
 
 GAUGE_INTERVAL = 1.0  # seconds between gauge samples (with several workers, how stale another's may be)
+# seconds between samples of LanceDB's cache size: reading it walks the caches, tens of ms with the GIL held
+# (measured: a quarter of a worker's CPU in a commit drain when every scrape read it), so no scrape does
+STORE_CACHE_SAMPLE = 30.0
 LOOP_PROBE_PERIOD = 0.25  # seconds between event-loop lag probes
 FORGET_GRACE = 0.5  # seconds after one journal flush interval before a forget's second pass
 
@@ -184,14 +188,22 @@ class Services:
         m.in_progress.set(self.scheduler.committing)
         m.running.set(self.scheduler.committing_now)
         m.loop_tasks.set(len(asyncio.all_tasks()))
-        if self.store_cache is not None:
-            m.store_cache_bytes.set(self.store_cache.size_bytes)
         m.vector_cache_bytes.set(self.store.vectors.nbytes)
         m.vector_cache_loads.set(self.store.vectors.loads)
 
+    async def sample_store_cache(self) -> None:
+        """Set the LanceDB cache-size gauge (`STORE_CACHE_SAMPLE`), read in a worker thread."""
+        session = self.store_cache
+        if session is not None:
+            self.metrics.store_cache_bytes.set(await anyio.to_thread.run_sync(lambda: session.size_bytes))
+
     async def _gauge_loop(self) -> None:
+        next_cache_sample = 0.0
         while True:
             self.sample_gauges()
+            if time.monotonic() >= next_cache_sample:
+                await self.sample_store_cache()
+                next_cache_sample = time.monotonic() + STORE_CACHE_SAMPLE
             await anyio.sleep(GAUGE_INTERVAL)
 
     async def maintain_once(self) -> None:

@@ -147,7 +147,7 @@ class Metrics:
         self.running = Gauge("memchat_commits_running", "Commits holding one of the MEMCHAT_COMMIT_CONCURRENCY "
                              "slots.", **gauge)
         self.store_cache_bytes = Gauge("memchat_store_cache_bytes", "Bytes held by LanceDB's metadata and index "
-                                       "caches (bounded by MEMCHAT_STORE_*_CACHE_MB).", **gauge)
+                                       "caches (bounded by MEMCHAT_STORE_*_CACHE_MB; sampled every 30 s).", **gauge)
         self.vector_cache_bytes = Gauge("memchat_vector_cache_bytes", "Bytes of namespace vectors held for the "
                                         "dense search leg (bounded by MEMCHAT_VECTOR_CACHE_MB).", **gauge)
         self.vector_cache_loads = Gauge("memchat_vector_cache_loads", "Namespaces read into the vector cache "
