@@ -54,6 +54,7 @@ class StoreSettings(msgspec.Struct, frozen=True):
     # of every table version it has seen, so a server that writes all day grows to the bound (README, "Memory use").
     metadata_cache_mb: int = 64
     index_cache_mb: int = 1024
+    compact_after_writes: int = 32   # a table is compacted once it took this many writes (0: on the interval only)
 
     @property
     def memory_uri(self) -> str:
@@ -79,7 +80,8 @@ class MemorySettings(msgspec.Struct, frozen=True):
     memory_model: str | None = None
     maintenance_interval: float = 30.0
     commit_lease: float = 60.0          # > the extractor's 30 s timeout: a live commit never loses its claim
-    commit_concurrency: int = 4
+    commit_concurrency: int = 16        # with batched writes (`app.commits.batching`); 4 until 2026-12-03
+    commit_write_batch: int = 64         # rows of concurrent commits written together (1: one write each)
     commit_sweep_interval: float = 5.0   # how often the turn log is read for conversations other processes left
     commit_takeover_grace: float = 5.0   # seconds past a conversation's deadline before another process commits it
     empty_namespace_ttl: float = 2.0  # how long "this namespace has no memories" is trusted
@@ -246,6 +248,7 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
             storage_options={str(k): str(v) for k, v in storage_options.items()},
             metadata_cache_mb=_int(env, "MEMCHAT_STORE_METADATA_CACHE_MB", 64, minimum=1),
             index_cache_mb=_int(env, "MEMCHAT_STORE_INDEX_CACHE_MB", 1024, minimum=1),
+            compact_after_writes=_int(env, "MEMCHAT_COMPACT_AFTER_WRITES", 32, minimum=0),
         ),
         memory=MemorySettings(
             embedder=_choice(env, "MEMCHAT_EMBEDDER", "local", {"local", "openai", "none"}),
@@ -260,7 +263,8 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
             memory_model=(env.get("MEMCHAT_MEMORY_MODEL") or "").strip() or None,
             maintenance_interval=_positive(env, "MEMCHAT_MAINTENANCE_INTERVAL", 30.0),
             commit_lease=_positive(env, "MEMCHAT_COMMIT_LEASE", 60.0),
-            commit_concurrency=_int(env, "MEMCHAT_COMMIT_CONCURRENCY", 4, minimum=1),
+            commit_concurrency=_int(env, "MEMCHAT_COMMIT_CONCURRENCY", 16, minimum=1),
+            commit_write_batch=_int(env, "MEMCHAT_COMMIT_WRITE_BATCH", 64, minimum=1),
             commit_sweep_interval=max(0.1, _nonneg(env, "MEMCHAT_COMMIT_SWEEP_INTERVAL", 5.0)),
             commit_takeover_grace=_nonneg(env, "MEMCHAT_COMMIT_TAKEOVER_GRACE", 5.0),
             empty_namespace_ttl=_nonneg(env, "MEMCHAT_EMPTY_NAMESPACE_TTL", 2.0),

@@ -43,6 +43,7 @@ from app.memory.service import MemoryService
 from app.memory.store import MemoryStore
 from app.memory.versions import VersionLog
 from app.obs.metrics import Metrics
+from app.storage.compaction import Compactor
 from app.storage.connection import cache_session, connect
 from app.turns.conversations import Conversations
 from app.turns.turnlog import TurnLog
@@ -96,6 +97,7 @@ class Services:
     conversations: Conversations
     scheduler: CommitScheduler
     sweeper: CommitSweeper
+    compactor: Compactor
     chat: ChatService
     memories: MemoryService
     events: EventHub
@@ -146,10 +148,13 @@ class Services:
                            {"type": "memory_committed", "chat_id": key.chat_id, "memories": written})
 
         committer = Committer(turnlog, commits, store, extractor, owner=owner,
-                              memory_model=settings.memory.memory_model, on_committed=committed)
+                              memory_model=settings.memory.memory_model, on_committed=committed,
+                              write_batch=settings.memory.commit_write_batch)
         scheduler = CommitScheduler(committer, max_concurrent=settings.memory.commit_concurrency, metrics=metrics)
         sweeper = CommitSweeper(scheduler, turnlog, commits, interval=settings.memory.commit_sweep_interval,
                                 grace=settings.memory.commit_takeover_grace)
+        compactor = Compactor({"memories": store.table, "turns": turnlog.table, "commits": commits.table},
+                              after_writes=settings.store.compact_after_writes)
         conversations = Conversations(turnlog, default_commit_after=settings.memory.commit_after,
                                       on_recorded=scheduler.touch_turn)
         memories = MemoryService(
@@ -164,7 +169,8 @@ class Services:
         log.info("memory: store %s, embedder %s%s, extractor %s", settings.store.memory_uri, embedder.name,
                  f" ({embedder.runtime})" if getattr(embedder, "runtime", None) else "", extractor.name)
         return cls(settings=settings, keyring=keyring, db=db, backend=backend, store=store, turnlog=turnlog,
-                   commits=commits, conversations=conversations, scheduler=scheduler, sweeper=sweeper, chat=chat,
+                   commits=commits, conversations=conversations, scheduler=scheduler, sweeper=sweeper,
+                   compactor=compactor, chat=chat,
                    memories=memories, events=events, metrics=metrics, store_cache=store_cache)
 
     async def run_background(self, task_group: TaskGroup) -> None:
@@ -174,6 +180,7 @@ class Services:
         await task_group.start(self.turnlog.run_writer)
         await task_group.start(self.scheduler.run)
         await task_group.start(self.sweeper.run)
+        await task_group.start(self.compactor.run)
         task_group.start_soon(self._maintenance_loop)
         task_group.start_soon(self._loop_lag_probe)
         task_group.start_soon(self._gauge_loop)

@@ -7,7 +7,9 @@ Every write a commit makes (claim, saved facts, memories, supersessions, done, t
 committer's write lane (``write_concurrency``, default 2) first; the extraction call and the reads do not.
 A commit spends most of its time waiting for the extraction model, so many commits can run at once
 (``MEMCHAT_COMMIT_CONCURRENCY``) while LanceDB sees at most two of their writes at a time: concurrent writes
-to one table conflict and retry, which cost more than the wait.
+to one table conflict and retry, which cost more than the wait. The claims, saved facts, done rows and marks
+of commits running at once are written together, one LanceDB write per kind (`app.commits.batching`,
+``write_batch`` rows at most).
 """
 
 from __future__ import annotations
@@ -21,11 +23,13 @@ from datetime import UTC, datetime
 import anyio
 import msgspec
 
-from app.commits.log import CommitLog, CommitRow, covered, revision_digest, revision_of
+from app.commits.batching import WriteBatcher
+from app.commits.log import Claim, CommitLog, CommitRow, covered, revision_digest, revision_of
 from app.memory.embed import background_embedding
 from app.memory.extract import ConversationTurn, ExtractedFact, Extractor
 from app.memory.models import Memory, NewMemory
 from app.memory.store import MemoryStore
+from app.turns.records import CommittedMark
 from app.turns.turnlog import TurnLog, TurnRecord
 
 log = logging.getLogger("memchat.commit")
@@ -75,7 +79,7 @@ class Committer:
     def __init__(self, turnlog: TurnLog, commits: CommitLog, store: MemoryStore, extractor: Extractor, *,
                  owner: str, memory_model: str | None = None,
                  on_committed: Callable[[ChatKey, list[Memory]], None] | None = None,
-                 clock: Callable[[], float] = time.time, write_concurrency: int = 2) -> None:
+                 clock: Callable[[], float] = time.time, write_concurrency: int = 2, write_batch: int = 64) -> None:
         self.turnlog = turnlog
         self.commits = commits
         self.store = store
@@ -85,6 +89,9 @@ class Committer:
         self.on_committed = on_committed
         self.clock = clock  # epoch seconds: idleness is judged against it
         self.writes = anyio.CapacityLimiter(max(1, int(write_concurrency)))  # the write lane (module docstring)
+        self.claims = WriteBatcher(commits.claim_many, lane=self.writes, max_batch=write_batch)
+        self.row_updates = WriteBatcher(commits.update_many, lane=self.writes, max_batch=write_batch)
+        self.marks = WriteBatcher(self._mark_many, lane=self.writes, max_batch=write_batch)
 
     async def pending_turns(self, key: ChatKey, turns: Sequence[TurnRecord]) -> tuple[list[TurnRecord], list[CommitRow], int]:
         """The turns no done commit covers (new ones, and edits or regenerations of committed ones), the
@@ -99,11 +106,14 @@ class Committer:
         turns still ``uncovered`` (it only spares start-up recovery the rows; a failure is logged, never
         fatal)."""
         try:
-            async with self.writes:
-                await self.turnlog.mark_committed(key.org_id, key.namespace, key.chat_id, through_seq,
-                                                  except_turns=[t.turn_id for t in uncovered])
+            await self.marks.submit(CommittedMark(key.org_id, key.namespace, key.chat_id, through_seq,
+                                                  tuple(t.turn_id for t in uncovered)))
         except Exception as exc:
             log.warning("marking chat %s committed through %d failed: %s", key.chat_id, through_seq, exc)
+
+    async def _mark_many(self, marks: list[CommittedMark]) -> list[None]:
+        await self.turnlog.mark_many(marks)
+        return [None] * len(marks)
 
     async def commit(self, key: ChatKey) -> CommitResult:
         with background_embedding():  # no client waits for a commit: its embeddings queue behind requests'
@@ -134,9 +144,8 @@ class Committer:
             from_seq, to_seq = pending[0].seq, pending[-1].seq
             if from_seq <= done_through:  # an edit of committed turns: a revision (app.commits.log)
                 revision = revision_digest([t.turn_id for t in pending])
-        async with self.writes:
-            row = await self.commits.claim(key.org_id, key.namespace, key.chat_id, from_seq, to_seq, self.owner,
-                                           turn_ids=[t.turn_id for t in pending], revision=revision)
+        row = await self.claims.submit(Claim(key.org_id, key.namespace, key.chat_id, from_seq, to_seq, self.owner,
+                                             tuple(t.turn_id for t in pending), revision))
         if row is None:
             return CommitResult("busy", retry_at=self.clock() + self.commits.lease.total_seconds())
         replaced = _replaced_candidates(rows, turns, pending) if revision else []
@@ -186,8 +195,7 @@ class Committer:
                                       created_at=t.created_at) for t in pending]
             model = self.memory_model or next((t.model for t in reversed(pending) if t.model), None)
             facts = await self.extractor.extract(turns, existing, model=model, now=datetime.now(UTC))
-            async with self.writes:
-                saved = await self.commits.save_facts(row, msgspec.json.encode(facts).decode())
+            saved = await self.row_updates.submit(self.commits.facts_saved(row, msgspec.json.encode(facts).decode()))
             if not saved:
                 return CommitResult("lost")
             row = msgspec.structs.replace(row, state="extracted")
@@ -208,7 +216,7 @@ class Committer:
                         superseded += int(await self.store.supersede(key.org_id, key.namespace, old_id, memory.id))
             if retire[0]:  # a revision: what the replaced turns said (see `_retire_replaced`)
                 superseded += await self._retire_replaced(key, retire[0], retire[1], pending, memories)
-            finished = await self.commits.finish(row, [m.id for m in memories])
+        finished = await self.row_updates.submit(self.commits.finished(row, [m.id for m in memories]))
         if not finished:
             return CommitResult("lost")
         log.info("committed chat %s turns %d-%d: %d memories, %d superseded", key.chat_id, row.from_seq,

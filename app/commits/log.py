@@ -55,6 +55,19 @@ COMMIT_SCHEMA = pa.schema([
 ])
 
 
+class Claim(msgspec.Struct, frozen=True):
+    """What `CommitLog.claim` is asked: ``owner`` wants to commit turns ``from_seq..to_seq`` of a chat."""
+
+    org_id: str
+    namespace: str
+    chat_id: str
+    from_seq: int
+    to_seq: int
+    owner: str
+    turn_ids: tuple[str, ...] | None = None
+    revision: str = ""
+
+
 class CommitRow(msgspec.Struct, kw_only=True):
     commit_key: str
     tenant: str
@@ -127,6 +140,10 @@ class CommitLog:
         self._table = table
         self.lease = lease
 
+    @property
+    def table(self) -> AsyncTable:
+        return self._table
+
     @classmethod
     async def open(cls, db: AsyncConnection, *, lease: timedelta) -> CommitLog:
         table = await tables.open_or_create(db, COMMITS, COMMIT_SCHEMA)
@@ -159,25 +176,43 @@ class CommitLog:
         rows = await self._query(f"commit_key = {F.sql_str(key)}")
         return rows[0] if rows else None
 
+    async def _by_keys(self, keys: Sequence[str]) -> dict[str, CommitRow]:
+        if not keys:
+            return {}
+        return {r.commit_key: r for r in await self._query(F.in_("commit_key", sorted(set(keys))))}
+
     async def claim(self, org_id: str, namespace: str, chat_id: str, from_seq: int, to_seq: int,
                     owner: str, *, turn_ids: Sequence[str] | None = None, revision: str = "") -> CommitRow | None:
         """Own the commit of turns ``from_seq..to_seq`` (the turn rows ``turn_ids``; ``revision``: see the
         module docstring): a new row, or a row whose lease ran out (its saved facts and turn ids kept).
         Returns the row if ``owner`` now holds it, else None."""
-        key = commit_key(org_id, namespace, chat_id, from_seq, to_seq, revision)
+        claim = Claim(org_id, namespace, chat_id, from_seq, to_seq, owner,
+                      None if turn_ids is None else tuple(turn_ids), revision)
+        return (await self.claim_many([claim]))[0]
+
+    async def claim_many(self, claims: Sequence[Claim]) -> list[CommitRow | None]:
+        """`claim` for several commits in one LanceDB write (one read before, one after)."""
+        keys = [commit_key(c.org_id, c.namespace, c.chat_id, c.from_seq, c.to_seq, c.revision) for c in claims]
         now = datetime.now(UTC)
-        existing = await self.get(key)
-        if existing is not None and (existing.state == "done" or existing.lease_valid(now)):
-            return existing if existing.owner == owner and existing.state != "done" else None
-        row = CommitRow(
-            commit_key=key, tenant=F.tenant_key(org_id, namespace), chat_id=chat_id, from_seq=from_seq,
-            to_seq=to_seq, state=existing.state if existing else "claimed", owner=owner,
-            lease_until=now + self.lease, facts=existing.facts if existing else None, memory_ids=[],
-            updated_at=now,
-            turn_ids=existing.turn_ids if existing else (None if turn_ids is None else list(turn_ids)),
-        )
+        before = await self._by_keys(keys)
+        settled: dict[int, CommitRow | None] = {}
+        rows: dict[str, CommitRow] = {}
+        for i, (claim, key) in enumerate(zip(claims, keys, strict=True)):
+            existing = before.get(key)
+            if existing is not None and (existing.state == "done" or existing.lease_valid(now)):
+                settled[i] = existing if existing.owner == claim.owner and existing.state != "done" else None
+                continue
+            rows.setdefault(key, CommitRow(
+                commit_key=key, tenant=F.tenant_key(claim.org_id, claim.namespace), chat_id=claim.chat_id,
+                from_seq=claim.from_seq, to_seq=claim.to_seq, state=existing.state if existing else "claimed",
+                owner=claim.owner, lease_until=now + self.lease, facts=existing.facts if existing else None,
+                memory_ids=[], updated_at=now,
+                turn_ids=existing.turn_ids if existing else (None if claim.turn_ids is None else list(claim.turn_ids)),
+            ))
+        if not rows:
+            return [settled[i] for i in range(len(claims))]
         expired = f"target.state <> 'done' AND target.lease_until < {F.sql_timestamp(now)}"
-        data = _to_arrow([row])
+        data = _to_arrow(list(rows.values()))
         await retry(
             lambda: self._table.merge_insert("commit_key")
             .when_matched_update_all(where=expired)
@@ -185,32 +220,47 @@ class CommitLog:
             .execute(data),
             what="commits.claim",
         )
-        mine = await self.get(key)
-        if mine is None or mine.owner != owner or mine.state == "done":
-            return None
-        return mine
+        after = await self._by_keys(list(rows))
+        out: list[CommitRow | None] = []
+        for i, (claim, key) in enumerate(zip(claims, keys, strict=True)):
+            if i in settled:
+                out.append(settled[i])
+                continue
+            mine = after.get(key)
+            out.append(None if mine is None or mine.owner != claim.owner or mine.state == "done" else mine)
+        return out
 
-    async def _update_owned(self, row: CommitRow) -> bool:
-        data = _to_arrow([row])
+    async def update_many(self, rows: Sequence[CommitRow]) -> list[bool]:
+        """Write rows their owner holds (`facts_saved`, `finished`) in one LanceDB write: each is stored
+        only if the stored row still has that owner and is not done. True for each row now stored as given."""
+        latest = {r.commit_key: r for r in rows}
+        data = _to_arrow(list(latest.values()))
         await retry(
             lambda: self._table.merge_insert("commit_key")
-            .when_matched_update_all(where=f"target.owner = {F.sql_str(row.owner)} AND target.state <> 'done'")
+            .when_matched_update_all(where="target.owner = source.owner AND target.state <> 'done'")
             .execute(data),
             what="commits.update",
         )
-        stored = await self.get(row.commit_key)
-        return stored is not None and stored.owner == row.owner and stored.state == row.state
+        stored = await self._by_keys(list(latest))
+        return [(s := stored.get(r.commit_key)) is not None and s.owner == r.owner and s.state == r.state
+                for r in rows]
+
+    def facts_saved(self, row: CommitRow, facts_json: str) -> CommitRow:
+        """``row`` with the extracted facts saved (state ``extracted``, the lease renewed)."""
+        now = datetime.now(UTC)
+        return msgspec.structs.replace(row, state="extracted", facts=facts_json, updated_at=now,
+                                       lease_until=now + self.lease)
+
+    @staticmethod
+    def finished(row: CommitRow, memory_ids: list[str]) -> CommitRow:
+        """``row`` done, with the ids of the memories it wrote."""
+        return msgspec.structs.replace(row, state="done", memory_ids=memory_ids, updated_at=datetime.now(UTC))
 
     async def save_facts(self, row: CommitRow, facts_json: str) -> bool:
-        now = datetime.now(UTC)
-        updated = msgspec.structs.replace(row, state="extracted", facts=facts_json, updated_at=now,
-                                          lease_until=now + self.lease)
-        return await self._update_owned(updated)
+        return (await self.update_many([self.facts_saved(row, facts_json)]))[0]
 
     async def finish(self, row: CommitRow, memory_ids: list[str]) -> bool:
-        now = datetime.now(UTC)
-        updated = msgspec.structs.replace(row, state="done", memory_ids=memory_ids, updated_at=now)
-        return await self._update_owned(updated)
+        return (await self.update_many([self.finished(row, memory_ids)]))[0]
 
     async def delete_tenant(self, org_id: str, namespace: str) -> int:
         """Forget a tenant's commit records (forget-user)."""

@@ -42,6 +42,16 @@ TURN_SCHEMA = pa.schema([
 ])
 
 
+class CommittedMark(msgspec.Struct, frozen=True):
+    """A conversation committed through ``through_seq``, except the turn rows ``except_turns``."""
+
+    org_id: str
+    namespace: str
+    chat_id: str
+    through_seq: int
+    except_turns: tuple[str, ...] = ()
+
+
 class TurnRecord(msgspec.Struct, frozen=True, kw_only=True):
     turn_id: str
     chat_id: str

@@ -38,7 +38,8 @@ from app.storage import filters as F
 from app.storage import tables
 from app.storage.tables import retry
 from app.turns.journal import Journal, Segment, SegmentTail, orphan_segments, read_segment
-from app.turns.records import TURN_SCHEMA, TURNS, TurnRecord, from_row, latest_per_seq, migrate, to_arrow
+from app.turns.records import (TURN_SCHEMA, TURNS, CommittedMark, TurnRecord, from_row, latest_per_seq, migrate,
+                               to_arrow)
 
 log = logging.getLogger("memchat.turnlog")
 
@@ -79,6 +80,10 @@ class TurnLog:
         self.flushes = 0
         self.rows_recovered = 0
         self._flush_failed = False
+
+    @property
+    def table(self) -> AsyncTable:
+        return self._table
 
     @classmethod
     async def open(cls, db: AsyncConnection, journal_dir: Path | None = None, **options: Any) -> TurnLog:
@@ -319,13 +324,23 @@ class TurnLog:
         """Mark a conversation's turns up to ``through_seq`` committed (after its commit is done), but not
         ``except_turns`` (edits no commit covers yet). A turn still in a journal is marked when recovery
         finds it committed; nothing depends on the mark but how much start-up has to read."""
-        where = F.and_(F.chat_filter(org_id, namespace, chat_id), f"seq <= {int(through_seq)}",
-                       "(committed = false OR committed IS NULL)",
-                       f"NOT {F.in_('turn_id', except_turns)}" if except_turns else None)
+        return await self.mark_many([CommittedMark(org_id, namespace, chat_id, through_seq, tuple(except_turns))])
+
+    async def mark_many(self, marks: Sequence[CommittedMark]) -> int:
+        """`mark_committed` for several conversations in one LanceDB write; returns the rows marked."""
+        if not marks:
+            return 0
+        where = " OR ".join(f"({self._mark_filter(m)})" for m in marks)
         if not await self._table.count_rows(where):  # an update matching nothing still writes a table version
             return 0
         result = await retry(lambda: self._table.update({"committed": True}, where=where), what="turns.mark")
         return int(getattr(result, "rows_updated", 0) or 0)
+
+    @staticmethod
+    def _mark_filter(mark: CommittedMark) -> str:
+        return F.and_(F.chat_filter(mark.org_id, mark.namespace, mark.chat_id), f"seq <= {int(mark.through_seq)}",
+                      "(committed = false OR committed IS NULL)",
+                      f"NOT {F.in_('turn_id', mark.except_turns)}" if mark.except_turns else None)
 
     async def delete_tenant(self, org_id: str, namespace: str) -> int:
         """Forget a tenant's turns: flushed first, so a later replay cannot bring them back."""

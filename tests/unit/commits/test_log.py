@@ -9,7 +9,7 @@ import anyio
 import pytest
 from lancedb.db import AsyncConnection
 
-from app.commits.log import CommitLog, commit_key
+from app.commits.log import Claim, CommitLog, commit_key
 from app.storage.connection import connect
 
 LEASE = timedelta(minutes=5)
@@ -164,3 +164,49 @@ async def test_a_commits_table_made_before_turn_ids_is_migrated_and_its_rows_sti
     assert new is not None and new.turn_ids == ["t3"]
     await CommitLog.open(db, lease=LEASE)  # a second start finds the column and changes nothing
     assert len(await log.for_chat("org1", "ns", "chat")) == 2
+
+
+HOSTILE_CHATS = ["chat", "c'); DROP TABLE commits; --", "' OR 1=1 --", "c\\", "c\x00", "ünï'cödé"]
+
+
+async def test_claims_of_several_commits_share_one_write(db: AsyncConnection) -> None:
+    log = await CommitLog.open(db, lease=LEASE)
+    other = await CommitLog.open(db, lease=LEASE)
+    held = await other.claim("org1", "ns", "held", 1, 1, "b")        # another owner's valid lease
+    assert held is not None
+    version = await log._table.version()
+    claims = [Claim("org1", "ns", chat, 1, 2, "a", ("t1", "t2")) for chat in HOSTILE_CHATS]
+    claims += [Claim("org1", "ns", "held", 1, 1, "a"), Claim("org1", "ns", "chat", 1, 2, "a", ("t1", "t2"))]
+    rows = await log.claim_many(claims)
+    assert await log._table.version() == version + 1                # one write for all of them
+    assert [r is not None and (r.chat_id, r.owner, r.turn_ids) for r in rows[:len(HOSTILE_CHATS)]] == [
+        (chat, "a", ["t1", "t2"]) for chat in HOSTILE_CHATS]
+    assert rows[-2] is None                                           # held by "b"
+    assert rows[-1] is not None and rows[-1].commit_key == rows[0].commit_key  # the same key twice: one row
+    for chat in HOSTILE_CHATS:
+        assert len(await log.for_chat("org1", "ns", chat)) == 1
+    assert (await log.get(held.commit_key)).owner == "b"
+
+
+async def test_updates_of_several_commits_share_one_write_and_leave_done_and_lost_rows_alone(db: AsyncConnection) -> None:
+    log = await CommitLog.open(db, lease=LEASE)
+    rows = await log.claim_many([Claim("org1", "ns", chat, 1, 1, "a") for chat in HOSTILE_CHATS])
+    assert all(rows)
+    finished = rows[0]
+    assert await log.finish(finished, ["m0"])                        # done: a later update must not apply
+    dead = await CommitLog.open(db, lease=EXPIRED)
+    stale = await dead.claim("org1", "ns", "expired", 1, 1, "gone")
+    assert stale is not None
+    taken = await log.claim("org1", "ns", "expired", 1, 1, "a")       # "gone" lost it to "a"
+    assert taken is not None
+    version = await log._table.version()
+    updates = [log.facts_saved(r, f'["fact of {r.chat_id}"]') for r in rows[1:]]
+    updates += [log.finished(finished, ["changed"]), log.facts_saved(stale, "[]")]
+    # a done row stays as it was (the owner's repeat is answered True, as `finish` always did); a lost row: False
+    assert await log.update_many(updates) == [True] * (len(rows) - 1) + [True, False]
+    assert await log._table.version() == version + 1
+    for row in rows[1:]:
+        stored = await log.get(row.commit_key)
+        assert (stored.state, stored.facts) == ("extracted", f'["fact of {row.chat_id}"]')
+    assert (await log.get(finished.commit_key)).memory_ids == ["m0"]
+    assert (await log.get(taken.commit_key)).owner == "a"

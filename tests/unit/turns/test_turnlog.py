@@ -12,6 +12,7 @@ import lancedb
 import pytest
 
 from app.turns.journal import Journal, read_segment
+from app.turns.records import CommittedMark
 from app.turns.turnlog import TurnLog, TurnRecord
 
 
@@ -212,3 +213,23 @@ async def test_without_a_journal_turns_go_straight_to_the_table(db) -> None:
         await turnlog.append(record())
         assert len(await table_rows(db)) == 1
         group.cancel_scope.cancel()
+
+
+async def test_several_conversations_are_marked_committed_in_one_write(db) -> None:
+    turnlog = await TurnLog.open(db)
+    chats = ["chat", "c'); DELETE FROM turns; --", "' OR 1=1 --", "c\\", "ünï'cödé"]
+    rows = {chat: [record(chat, seq) for seq in (1, 2, 3)] for chat in chats + ["untouched"]}
+    rows["other-tenant"] = [record("chat", 1, namespace="' OR 1=1 --")]
+    for records in rows.values():
+        for turn in records:
+            await turnlog.append(turn)
+    edited = rows["chat"][1]  # an edit no commit covers yet: stays unmarked
+    version = await turnlog._table.version()
+    marks = [CommittedMark("org1", "ns", chat, 2, (edited.turn_id,) if chat == "chat" else ()) for chat in chats]
+    assert await turnlog.mark_many(marks) == 2 * len(chats) - 1
+    assert await turnlog._table.version() == version + 1
+    pending = {(t.namespace, t.chat_id, t.seq) for t in await turnlog.uncommitted()}
+    assert pending == ({("ns", chat, 3) for chat in chats} | {("ns", "chat", 2)}
+                       | {("ns", "untouched", seq) for seq in (1, 2, 3)} | {("' OR 1=1 --", "chat", 1)})
+    assert await turnlog.mark_many(marks) == 0
+    assert await turnlog._table.version() == version + 1  # nothing left to mark: no write
