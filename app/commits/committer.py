@@ -24,7 +24,7 @@ import anyio
 import msgspec
 
 from app.commits.batching import WriteBatcher
-from app.commits.log import Claim, CommitLog, CommitRow, covered, revision_digest, revision_of
+from app.commits.log import Claim, CommitLog, CommitRow, commit_key, covered, revision_digest, revision_of
 from app.memory.embed import background_embedding
 from app.memory.extract import ConversationTurn, ExtractedFact, Extractor
 from app.memory.models import Memory, NewMemory
@@ -144,8 +144,11 @@ class Committer:
             from_seq, to_seq = pending[0].seq, pending[-1].seq
             if from_seq <= done_through:  # an edit of committed turns: a revision (app.commits.log)
                 revision = revision_digest([t.turn_id for t in pending])
+        target_key = commit_key(key.org_id, key.namespace, key.chat_id, from_seq, to_seq, revision)
         row = await self.claims.submit(Claim(key.org_id, key.namespace, key.chat_id, from_seq, to_seq, self.owner,
-                                             tuple(t.turn_id for t in pending), revision))
+                                             tuple(t.turn_id for t in pending), revision,
+                                             seen=next((r for r in rows if r.commit_key == target_key), None),
+                                             seen_known=True))
         if row is None:
             return CommitResult("busy", retry_at=self.clock() + self.commits.lease.total_seconds())
         replaced = _replaced_candidates(rows, turns, pending) if revision else []

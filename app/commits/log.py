@@ -55,19 +55,6 @@ COMMIT_SCHEMA = pa.schema([
 ])
 
 
-class Claim(msgspec.Struct, frozen=True):
-    """What `CommitLog.claim` is asked: ``owner`` wants to commit turns ``from_seq..to_seq`` of a chat."""
-
-    org_id: str
-    namespace: str
-    chat_id: str
-    from_seq: int
-    to_seq: int
-    owner: str
-    turn_ids: tuple[str, ...] | None = None
-    revision: str = ""
-
-
 class CommitRow(msgspec.Struct, kw_only=True):
     commit_key: str
     tenant: str
@@ -84,6 +71,23 @@ class CommitRow(msgspec.Struct, kw_only=True):
 
     def lease_valid(self, now: datetime) -> bool:
         return self.state != "done" and self.lease_until > now
+
+
+class Claim(msgspec.Struct, frozen=True):
+    """What `CommitLog.claim` is asked: ``owner`` wants to commit turns ``from_seq..to_seq`` of a chat."""
+
+    org_id: str
+    namespace: str
+    chat_id: str
+    from_seq: int
+    to_seq: int
+    owner: str
+    turn_ids: tuple[str, ...] | None = None
+    revision: str = ""
+    # the caller read this commit's row a moment ago (None: there was none): `claim_many` need not read it
+    # again; a stale view is harmless (the write is conditional and read back; saved facts are never dropped)
+    seen: CommitRow | None = None
+    seen_known: bool = False
 
 
 def commit_key(org_id: str, namespace: str, chat_id: str, from_seq: int, to_seq: int, revision: str = "") -> str:
@@ -191,10 +195,12 @@ class CommitLog:
         return (await self.claim_many([claim]))[0]
 
     async def claim_many(self, claims: Sequence[Claim]) -> list[CommitRow | None]:
-        """`claim` for several commits in one LanceDB write (one read before, one after)."""
+        """`claim` for several commits in one LanceDB write (one read before it, of the rows the callers have not
+        just read themselves, and one after)."""
         keys = [commit_key(c.org_id, c.namespace, c.chat_id, c.from_seq, c.to_seq, c.revision) for c in claims]
         now = datetime.now(UTC)
-        before = await self._by_keys(keys)
+        before = await self._by_keys([k for c, k in zip(claims, keys, strict=True) if not c.seen_known])
+        before.update({k: c.seen for c, k in zip(claims, keys, strict=True) if c.seen_known and c.seen is not None})
         settled: dict[int, CommitRow | None] = {}
         rows: dict[str, CommitRow] = {}
         for i, (claim, key) in enumerate(zip(claims, keys, strict=True)):
@@ -211,7 +217,8 @@ class CommitLog:
             ))
         if not rows:
             return [settled[i] for i in range(len(claims))]
-        expired = f"target.state <> 'done' AND target.lease_until < {F.sql_timestamp(now)}"
+        expired = (f"target.state <> 'done' AND target.lease_until < {F.sql_timestamp(now)}"
+                   " AND (target.facts IS NULL OR source.facts IS NOT NULL)")  # a stale view never drops saved facts
         data = _to_arrow(list(rows.values()))
         await retry(
             lambda: self._table.merge_insert("commit_key")

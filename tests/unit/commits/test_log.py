@@ -210,3 +210,30 @@ async def test_updates_of_several_commits_share_one_write_and_leave_done_and_los
         assert (stored.state, stored.facts) == ("extracted", f'["fact of {row.chat_id}"]')
     assert (await log.get(finished.commit_key)).memory_ids == ["m0"]
     assert (await log.get(taken.commit_key)).owner == "a"
+
+
+async def test_a_claim_made_on_rows_just_read_skips_the_read_and_never_drops_saved_facts(db: AsyncConnection) -> None:
+    log = await CommitLog.open(db, lease=LEASE)
+    reads: list[int] = []
+    by_keys = log._by_keys
+
+    async def counted(keys):  # type: ignore[no-untyped-def]
+        reads.append(len(keys))
+        return await by_keys(keys)
+
+    log._by_keys = counted  # type: ignore[method-assign]
+    row = (await log.claim_many([Claim("org1", "ns", "fresh", 1, 1, "a", seen=None, seen_known=True)]))[0]
+    assert row is not None and row.owner == "a"
+    assert reads == [0, 1]  # nothing read before the write (the caller had), one read back after it
+    # a dead owner saved its facts; this caller's view of the row is from before that: it must not win with it
+    dying = await CommitLog.open(db, lease=EXPIRED)
+    dead = await dying.claim("org1", "ns", "taken", 1, 1, "dead")
+    assert dead is not None
+    stale_view = dead                                   # read before the facts were saved
+    assert await dying.save_facts(dead, '["the user lives in Lyon"]')
+    lost = await log.claim_many([Claim("org1", "ns", "taken", 1, 1, "a", seen=stale_view, seen_known=True)])
+    assert lost == [None]
+    stored = await log.get(dead.commit_key)
+    assert (stored.owner, stored.facts) == ("dead", '["the user lives in Lyon"]')
+    taken = await log.claim("org1", "ns", "taken", 1, 1, "a")  # read afresh: taken over, facts kept
+    assert taken is not None and (taken.owner, taken.facts) == ("a", '["the user lives in Lyon"]')
