@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 _OUT = os.environ.get("MEMCHAT_STAGE_PROBE")
-_MODULES = ("app.memory.search", "app.memory.store", "app.turns.turnlog", "app.commits.log",
+_MODULES = ("app.memory.search", "app.memory.store", "app.turns.turnlog", "app.commits.log", "app.commits.batching",
             "app.commits.committer", "app.memory.extract_llm", "app.services")
 
 
@@ -44,7 +44,7 @@ def _install(out: str) -> None:
         while not all(name in sys.modules for name in _MODULES):
             time.sleep(0.2)
         time.sleep(1.0)  # let the modules finish importing
-        search, store, turnlog, commit_log, committer, extract_llm, services = (sys.modules[name] for name in _MODULES)
+        search, store, turnlog, commit_log, _, committer, extract_llm, services = (sys.modules[name] for name in _MODULES)
         services.Services.maintain_once = timed("maintenance: all tables", services.Services.maintain_once)
         for table_name, cls in (("memories", store.MemoryStore), ("turns", turnlog.TurnLog), ("commits", commit_log.CommitLog)):
             cls.maintain = timed(f"maintenance: {table_name}", cls.maintain)
@@ -58,7 +58,11 @@ def _install(out: str) -> None:
         turnlog.TurnLog.mark_committed = timed("commit: write the turn log's mark", turnlog.TurnLog.mark_committed)
         turnlog.TurnLog.mark_many = timed("commit: write the turn log's marks", turnlog.TurnLog.mark_many)
         turnlog.TurnLog.find_turn = timed("turn log: find a turn", turnlog.TurnLog.find_turn)
-        for method in ("claim", "save_facts", "finish", "for_chat", "claim_many", "update_many"):
+        # the committer's batchers hold their write functions bound at start-up: time the batched write itself
+        batching = sys.modules["app.commits.batching"]
+        batching.WriteBatcher._run = timed("commit: one batched write (claims, row updates or marks; lane wait "
+                                           "included)", batching.WriteBatcher._run)
+        for method in ("claim", "save_facts", "finish", "for_chat"):
             if not hasattr(commit_log.CommitLog, method):
                 continue
             setattr(commit_log.CommitLog, method,
