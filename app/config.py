@@ -72,6 +72,7 @@ class MemorySettings(msgspec.Struct, frozen=True):
     embed_model: str = "text-embedding-3-small"
     embed_isolation: str = "process"  # where the local model runs: its own worker process, or a thread
     embed_runtime: str = "auto"  # what runs its encoder layers: ONNX Runtime when installed ("auto"), numpy, onnx
+    embed_query_precision: str = "int8"  # search queries with int8 weights (ONNX only), or "float32" as memories
     top_k: int = 8
     min_score: float | None = None
     token_budget: int = 1200
@@ -255,6 +256,7 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
             embed_model=env.get("MEMCHAT_EMBED_MODEL", "text-embedding-3-small"),
             embed_isolation=_choice(env, "MEMCHAT_EMBEDDER_ISOLATION", "process", {"process", "thread"}),
             embed_runtime=_choice(env, "MEMCHAT_EMBEDDER_RUNTIME", "auto", {"auto", "numpy", "onnx"}),
+            embed_query_precision=_choice(env, "MEMCHAT_EMBEDDER_QUERY_PRECISION", "int8", {"int8", "float32"}),
             top_k=_int(env, "MEMCHAT_TOP_K", 8, minimum=1),
             min_score=_float(env, "MEMCHAT_MIN_SCORE", None),
             token_budget=_int(env, "MEMCHAT_MEMORY_TOKEN_BUDGET", 1200, minimum=50),

@@ -68,7 +68,8 @@ def _embedder(settings: Settings, backend: ChatBackend) -> Embedder:
         return build_embedder(kind, openai_client=client,
                               model=settings.memory.embed_model if kind == "openai" else None,
                               isolation=settings.memory.embed_isolation,
-                              runtime=settings.memory.embed_runtime)
+                              runtime=settings.memory.embed_runtime,
+                              query_precision=settings.memory.embed_query_precision)
     except EmbedderUnavailable as exc:
         log.warning("local embedder unavailable (%s); using full-text search only", exc)
         return build_embedder("none")
@@ -167,7 +168,8 @@ class Services:
         chat = ChatService(backend, conversations, retriever, default_model=settings.server.default_model,
                            metrics=metrics)
         log.info("memory: store %s, embedder %s%s, extractor %s", settings.store.memory_uri, embedder.name,
-                 f" ({embedder.runtime})" if getattr(embedder, "runtime", None) else "", extractor.name)
+                 f" ({embedder.runtime}, {embedder.query_precision} queries)" if getattr(embedder, "runtime", None)
+                 else "", extractor.name)
         return cls(settings=settings, keyring=keyring, db=db, backend=backend, store=store, turnlog=turnlog,
                    commits=commits, conversations=conversations, scheduler=scheduler, sweeper=sweeper,
                    compactor=compactor, chat=chat,

@@ -38,12 +38,13 @@ log = logging.getLogger("memchat.embed")
 
 
 @lru_cache(maxsize=2)
-def _model(model_dir: str, blas_threads: int | None, runtime: str = "numpy") -> MiniLMModel:
+def _model(model_dir: str, blas_threads: int | None, runtime: str = "numpy",
+           query_precision: str = "float32") -> MiniLMModel:
     """The model of ``model_dir``, loaded once per worker process."""
     from app.memory.minilm import MiniLMModel
 
     try:
-        model = MiniLMModel(Path(model_dir), runtime=runtime, threads=blas_threads)
+        model = MiniLMModel(Path(model_dir), runtime=runtime, threads=blas_threads, query_precision=query_precision)
     except Exception as e:  # corrupt/incompatible files
         raise EmbedderUnavailable(f"local embedder: cannot load model from {model_dir}: {e}") from None
     if blas_threads is not None:
@@ -53,11 +54,12 @@ def _model(model_dir: str, blas_threads: int | None, runtime: str = "numpy") -> 
     return model
 
 
-def encode(model_dir: str, blas_threads: int | None, runtime: str, texts: list[str]) -> np.ndarray:
-    """Runs in the worker process: ``texts`` -> float32 (n, dim), rows L2-normalised."""
-    model = _model(model_dir, blas_threads, runtime)
+def encode(model_dir: str, blas_threads: int | None, runtime: str, query_precision: str, texts: list[str],
+           query: bool = False) -> np.ndarray:
+    """Runs in the worker process: ``texts`` -> float32 (n, dim), rows L2-normalised (``query``: search queries)."""
+    model = _model(model_dir, blas_threads, runtime, query_precision)
     try:
-        return model.encode(texts)
+        return model.encode(texts, query=query)
     except Exception as e:
         raise EmbeddingError(f"local embedder failed: {type(e).__name__}: {e}") from None
 
@@ -66,18 +68,19 @@ class ProcessEncoder:
     """Encodes in one worker process shared by the calls that hold ``limiter``."""
 
     def __init__(self, model_dir: Path, blas_threads: int | None, limiter: anyio.CapacityLimiter,
-                 runtime: str = "numpy") -> None:
+                 runtime: str = "numpy", query_precision: str = "float32") -> None:
         self.model_dir = str(model_dir)
         self.blas_threads = blas_threads
         self.limiter = limiter
         self.runtime = runtime
+        self.query_precision = query_precision
 
-    async def encode(self, texts: Sequence[str]) -> np.ndarray:
+    async def encode(self, texts: Sequence[str], *, query: bool = False) -> np.ndarray:
         batch = list(texts)
         for attempt in (1, 2):
             try:
                 return await anyio.to_process.run_sync(encode, self.model_dir, self.blas_threads, self.runtime,
-                                                       batch, limiter=self.limiter)
+                                                       self.query_precision, batch, query, limiter=self.limiter)
             except BrokenWorkerProcess as e:
                 if attempt == 2:
                     raise EmbeddingError(f"local embedder: the worker process failed twice: {e}") from e

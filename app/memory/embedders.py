@@ -20,6 +20,7 @@ def build_embedder(
     dimensions: int | None = None,
     isolation: str = "thread",
     runtime: str = "numpy",
+    query_precision: str = "float32",
 ) -> Embedder:
     """Make the embedder for ``kind`` in {"local", "openai", "none"}.
 
@@ -28,7 +29,8 @@ def build_embedder(
       if given, must be 384. Raises :class:`EmbedderUnavailable` when the files are missing
       -- the caller decides whether to fall back (e.g. to ``"none"``). Weights load lazily;
       ``isolation`` (``"thread"`` or ``"process"``) says where the model runs and ``runtime``
-      (``"numpy"``, ``"onnx"``, ``"auto"``) what runs it (`LocalEmbedder`).
+      (``"numpy"``, ``"onnx"``, ``"auto"``) what runs it, ``query_precision`` (``"float32"``, ``"int8"``)
+      how search queries are embedded (`LocalEmbedder`).
     * ``"openai"``: needs ``openai_client`` and ``model``; ``dimensions`` is optional.
     * ``"none"``: :class:`NullEmbedder`.
 
@@ -44,7 +46,7 @@ def build_embedder(
                     "holding a sentence-transformers BERT model) is supported"
                 )
             model_dir = Path(model)
-        emb = LocalEmbedder(model_dir, isolation=isolation, runtime=runtime)
+        emb = LocalEmbedder(model_dir, isolation=isolation, runtime=runtime, query_precision=query_precision)
         if dimensions is not None and int(dimensions) != emb.dim:
             raise ValueError(f"local embedder produces {emb.dim}-dimensional vectors, not {dimensions}")
         return emb

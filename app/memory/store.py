@@ -33,7 +33,7 @@ from app.memory import maintenance as M
 from app.memory.maintenance import DEFAULT_VECTOR_INDEX_MIN_ROWS, OPEN_INDEX_MAX_ROWS
 from app.memory import paging
 from app.memory.context import CONTEXT_MAX_CHARS, previous_in_thread
-from app.memory.embed import Embedder
+from app.memory.embed import Embedder, QueryEmbedder
 from app.memory.limits import check_content, check_entities
 from app.memory.models import Memory, NewMemory, ScoredMemory, new_id
 from app.memory.neighbours import thread_times
@@ -142,6 +142,12 @@ class MemoryStore:
         return vecs
 
     async def _embed_query(self, text: str) -> np.ndarray:
+        """A search query's vector: the embedder's own query embedding when it has one (`QueryEmbedder`)."""
+        if isinstance(self._embedder, QueryEmbedder):
+            vec = np.asarray(await self._embedder.embed_query(text), dtype=np.float32)
+            if vec.shape != (self.dim,):
+                raise ValueError(f"embedder returned shape {vec.shape} for a query, expected {(self.dim,)}")
+            return vec
         vecs = await self.embed_texts([text])
         assert vecs is not None
         return vecs[0]

@@ -17,11 +17,12 @@ Row = dict[str, Any]
 Hit = tuple[Row, float]
 
 
-def thread_scores(fused: Sequence[Hit], key_of: Callable[[Row], str], top: int) -> dict[str, float]:
-    """Per thread: the sum of its ``top`` best scores in ``fused`` (best first), divided by ``top``."""
+def thread_scores(fused: Sequence[Hit], keys: Sequence[str], top: int) -> dict[str, float]:
+    """Per thread: the sum of its ``top`` best scores in ``fused`` (best first; ``keys[i]`` is the thread of
+    ``fused[i]``), divided by ``top``."""
     best: dict[str, list[float]] = {}
-    for r, s in fused:
-        got = best.setdefault(key_of(r), [])
+    for (_, s), key in zip(fused, keys):
+        got = best.setdefault(key, [])
         if len(got) < top:
             got.append(s)
     return {k: sum(v) / top for k, v in best.items()}
@@ -31,7 +32,8 @@ def boost(fused: Sequence[Hit], key_of: Callable[[Row], str], weight: float, top
     """``fused`` (best first) re-scored with its threads' scores, best first."""
     if weight <= 0 or top <= 0 or not fused:
         return list(fused)
-    ts = thread_scores(fused, key_of, top)
-    out = [(r, (s + weight * ts[key_of(r)]) / (1.0 + weight)) for r, s in fused]
+    keys = [key_of(r) for r, _ in fused]  # once per hit: a key may be a formatted timestamp
+    ts = thread_scores(fused, keys, top)
+    out = [(r, (s + weight * ts[key]) / (1.0 + weight)) for (r, s), key in zip(fused, keys)]
     out.sort(key=lambda h: (-h[1], h[0]["id"]))
     return out

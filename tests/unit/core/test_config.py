@@ -22,7 +22,7 @@ def test_defaults_from_an_empty_environment() -> None:
     m = s.memory
     assert (m.embedder, m.embed_model, m.top_k, m.min_score, m.token_budget) == (
         "local", "text-embedding-3-small", 8, None, 1200)
-    assert m.embed_isolation == "process" and m.embed_runtime == "auto"
+    assert m.embed_isolation == "process" and m.embed_runtime == "auto" and m.embed_query_precision == "int8"
     assert (s.store.metadata_cache_mb, s.store.index_cache_mb) == (64, 1024)
     assert (m.commit_after, m.extractor, m.memory_model, m.commit_lease, m.commit_concurrency) == (
         120, "llm", None, 60.0, 16)
@@ -46,6 +46,7 @@ def test_every_variable_is_read() -> None:
         "MEMCHAT_STORAGE_OPTIONS": '{"region": "eu-west-1", "timeout": 30}',
         "MEMCHAT_EMBEDDER": " OpenAI ", "MEMCHAT_EMBED_MODEL": "e-2", "MEMCHAT_TOP_K": "3",
         "MEMCHAT_EMBEDDER_ISOLATION": " Thread ", "MEMCHAT_EMBEDDER_RUNTIME": "NumPy", "MEMCHAT_STORE_METADATA_CACHE_MB": "16",
+        "MEMCHAT_EMBEDDER_QUERY_PRECISION": " Float32 ",
         "MEMCHAT_STORE_INDEX_CACHE_MB": "32",
         "MEMCHAT_MIN_SCORE": "0.25", "MEMCHAT_MEMORY_TOKEN_BUDGET": "50", "MEMCHAT_COMMIT_AFTER": "0",
         "MEMCHAT_EXTRACTOR": "HEURISTIC", "MEMCHAT_MEMORY_MODEL": " small ",
@@ -67,7 +68,7 @@ def test_every_variable_is_read() -> None:
     m = s.memory
     assert (m.embedder, m.embed_model, m.top_k, m.min_score, m.token_budget, m.commit_after) == (
         "openai", "e-2", 3, 0.25, 50, 0)
-    assert m.embed_isolation == "thread" and m.embed_runtime == "numpy"
+    assert m.embed_isolation == "thread" and m.embed_runtime == "numpy" and m.embed_query_precision == "float32"
     assert (s.store.metadata_cache_mb, s.store.index_cache_mb) == (16, 32)
     assert (m.extractor, m.memory_model, m.maintenance_interval, m.commit_lease, m.commit_concurrency) == (
         "heuristic", "small", 5.0, 7.5, 2)
@@ -153,6 +154,7 @@ def test_the_journal_follows_the_store_unless_told(env: dict[str, str], remote: 
     ("MEMCHAT_EMBEDDER", "bert", "must be one of"),
     ("MEMCHAT_EMBEDDER_ISOLATION", "fork", "must be one of"),
     ("MEMCHAT_EMBEDDER_RUNTIME", "torch", "must be one of"),
+    ("MEMCHAT_EMBEDDER_QUERY_PRECISION", "fp16", "must be one of"),
     ("MEMCHAT_STORE_METADATA_CACHE_MB", "0", "must be >= 1"),
     ("MEMCHAT_EXTRACTOR", "gpt", "must be one of"),
     ("MEMCHAT_STORAGE_OPTIONS", "{not json", "must be a JSON object"),

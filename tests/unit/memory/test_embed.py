@@ -237,9 +237,9 @@ async def test_local_embedder_matches_model_and_runs_off_loop(model, model_dir):
     seen = []
     real = emb.encode_sync
 
-    def spy(texts):
+    def spy(texts, **kw):
         seen.append(threading.get_ident())
-        return real(texts)
+        return real(texts, **kw)
 
     emb.encode_sync = spy
     v = await emb.embed(GOLDEN_TEXTS)
@@ -253,7 +253,7 @@ async def test_local_embedder_cache_and_duplicates(model_dir):
     emb = LocalEmbedder(model_dir, cache_size=2)
     calls = []
     real = emb.encode_sync
-    emb.encode_sync = lambda texts: (calls.append(list(texts)), real(texts))[1]
+    emb.encode_sync = lambda texts, **kw: (calls.append(list(texts)), real(texts, **kw))[1]
     first = await emb.embed(["alpha", "beta", "alpha"])
     assert calls == [["alpha", "beta"]]  # duplicates are encoded once
     np.testing.assert_array_equal(first[0], first[2])

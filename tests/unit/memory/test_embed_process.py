@@ -46,6 +46,16 @@ async def test_process_isolation_gives_the_same_vectors_from_another_reused_proc
     await emb.aclose()
 
 
+async def test_the_worker_embeds_queries_in_int8(model_dir, reference):
+    emb = LocalEmbedder(model_dir, isolation="process", runtime="onnx", query_precision="int8", cache_size=0)
+    want = MiniLMModel(model_dir, runtime="onnx", query_precision="int8").encode([TEXTS[1]], query=True)[0]
+    got = await emb.embed_query(TEXTS[1])
+    np.testing.assert_allclose(got, want, atol=1e-6)  # the worker's int8 session, not the float32 one
+    assert 0.98 < float(got @ reference[1]) < 0.9999
+    np.testing.assert_allclose(await emb.embed([TEXTS[1]]), reference[1:2], atol=1e-6)  # documents: float32
+    await emb.aclose()
+
+
 async def test_a_killed_worker_is_replaced(model_dir, reference):
     emb = LocalEmbedder(model_dir, isolation="process", cache_size=0)
     await emb.warmup()

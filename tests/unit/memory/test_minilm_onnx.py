@@ -88,3 +88,72 @@ async def test_process_embedder_runs_onnx_in_its_worker(models):
     finally:
         await emb.aclose()
     np.testing.assert_allclose(got, numpy_model.encode(TEXTS[:6]), atol=2e-6, rtol=0)
+
+
+# ----------------------------------------------------------------- int8 queries
+QUESTIONS = ["What's my dog's name?", "When did Caroline go to the LGBTQ support group?",
+             "Which city did we move to in May?", "what does Melanie paint", "Do I have any allergies I told you about?"]
+
+
+@pytest.fixture(scope="module")
+def int8_model():
+    return MiniLMModel(local_model_dir(), runtime="onnx", query_precision="int8")
+
+
+def test_int8_graph_multiplies_every_weight_in_integers(models):
+    import onnx
+
+    numpy_model, _ = models
+    graph = onnx.load_from_string(minilm_onnx.build_graph(numpy_model, int8=True)).graph
+    ops = [n.op_type for n in graph.node]
+    weights = {t.name: t for t in graph.initializer}
+    assert ops.count("MatMulInteger") == 4 * 6  # qkv, output, intermediate, out projection of each layer
+    # The only float products left are the attention's activation x activation ones (2 per layer).
+    assert ops.count("MatMul") == 2 * 6
+    assert all(not any(i in weights for i in n.input) for n in graph.node if n.op_type == "MatMul")
+    assert {weights[n.input[1]].data_type for n in graph.node if n.op_type == "MatMulInteger"} == {
+        onnx.TensorProto.INT8}
+
+
+def test_int8_queries_are_close_to_float32_and_documents_are_unchanged(models, int8_model):
+    numpy_model, _ = models
+    assert int8_model.query_precision == "int8" and int8_model.layers == []
+    docs = numpy_model.encode(QUESTIONS)
+    np.testing.assert_allclose(int8_model.encode(QUESTIONS), docs, atol=2e-6, rtol=0)  # documents: float32
+    queries = int8_model.encode(QUESTIONS, query=True)
+    cos = (queries * docs).sum(axis=1)
+    assert queries.dtype == np.float32 and np.allclose(np.linalg.norm(queries, axis=1), 1.0, atol=1e-5)
+    assert cos.min() > 0.98  # measured 0.988-0.999 on LoCoMo questions
+    assert np.abs(queries - docs).max() > 1e-3  # really computed another way
+    # Each query still finds its own float32 document first.
+    assert list((queries @ docs.T).argmax(axis=1)) == list(range(len(QUESTIONS)))
+
+
+def test_without_int8_or_without_onnx_a_query_is_a_document(models):
+    numpy_model, onnx_model = models
+    for m in (numpy_model, onnx_model):
+        assert m.query_precision == "float32"
+        np.testing.assert_array_equal(m.encode(QUESTIONS, query=True), m.encode(QUESTIONS))
+    with pytest.raises(ValueError, match="query precision"):
+        MiniLMModel(local_model_dir(), query_precision="fp16")
+
+
+def test_embedder_embeds_queries_in_int8_and_caches_them_apart():
+    import anyio
+
+    async def main():
+        emb = LocalEmbedder(local_model_dir(), runtime="onnx", query_precision="int8")
+        numpy_emb = LocalEmbedder(local_model_dir(), runtime="numpy", query_precision="int8")
+        assert emb.query_precision == "int8" and numpy_emb.query_precision == "float32"  # int8 needs ONNX
+        text = QUESTIONS[1]
+        query = await emb.embed_query(text)
+        doc = (await emb.embed([text]))[0]  # after the query: the cache must not hand back the query's vector
+        assert query.shape == (384,) and 0.98 < float(query @ doc) < 0.9999
+        np.testing.assert_array_equal(await emb.embed_query(text), query)
+        np.testing.assert_array_equal((await numpy_emb.embed([text]))[0], await numpy_emb.embed_query(text))
+        with pytest.raises(ValueError, match="query_precision"):
+            LocalEmbedder(local_model_dir(), query_precision="half")
+        await emb.aclose()
+        await numpy_emb.aclose()
+
+    anyio.run(main)

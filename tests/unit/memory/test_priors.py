@@ -52,8 +52,9 @@ def test_smooth_scales_only_the_hits_own_score():
 def test_thread_scores_and_boost():
     key = lambda r: r["t"]  # noqa: E731
     fused = [({"id": "x", "t": "lone"}, 0.6), ({"id": "a", "t": "s"}, 0.55), ({"id": "b", "t": "s"}, 0.5)]
-    assert thread_scores(fused, key, 2) == pytest.approx({"lone": 0.3, "s": 0.525})
-    assert thread_scores(fused, key, 1) == pytest.approx({"lone": 0.6, "s": 0.55})
+    keys = [key(r) for r, _ in fused]
+    assert thread_scores(fused, keys, 2) == pytest.approx({"lone": 0.3, "s": 0.525})
+    assert thread_scores(fused, keys, 1) == pytest.approx({"lone": 0.6, "s": 0.55})
     assert [r["id"] for r, _ in boost(fused, key, 0.5, 2)] == ["a", "b", "x"]  # two good hits beat one
     assert boost(fused, key, 0.0, 2) == fused
 

@@ -367,6 +367,32 @@ async def test_search_ranks_relevant_memory_first(store: MemoryStore, mode: str)
     assert len(hits) == 1 and hits[0].memory.id == mems[3].id
 
 
+class QueryRewritingEmbedder(HashEmbedder):
+    """Embeds search queries its own way (as `LocalEmbedder` does with int8 queries): here a query's vector is
+    the vector of another text, so which path the store took shows in what the dense leg finds."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.queries: list[str] = []
+
+    async def embed_query(self, text: str) -> np.ndarray:
+        self.queries.append(text)
+        return self._one("cello lessons")
+
+
+async def test_search_embeds_the_query_with_the_embedders_query_method(tmp_path):
+    emb = QueryRewritingEmbedder()
+    s = await MemoryStore.open(str(tmp_path / "lancedb"), emb)
+    try:
+        mems = await _seed_topics(s)
+        calls = len(emb.calls)
+        hits = await s.search("o", "n", "what is the name of my cat", config=SearchConfig(mode="dense"), limit=1)
+        assert hits[0].memory.id == mems[3].id  # the query method's vector, not embed()'s
+        assert emb.queries == ["what is the name of my cat"] and len(emb.calls) == calls
+    finally:
+        await s.close()
+
+
 async def test_search_limit_min_score_and_empty_query(store: MemoryStore):
     await _seed_topics(store)
     hits = await store.search("o", "n", "sister wedding Clara", limit=3)
