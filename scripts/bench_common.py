@@ -264,7 +264,7 @@ def chat_body(text: str, *, stream: bool = True, model: str = MODEL, max_tokens:
 
 # Passed from the bench's environment to memchat's (which otherwise starts clean of MEMCHAT_* variables).
 AB_VARIABLES = ("MEMCHAT_UPSTREAM_HTTP_CLIENT", "MEMCHAT_EMBEDDER_RUNTIME", "MEMCHAT_MAINTENANCE_INTERVAL",
-                "MEMCHAT_MALLOC_MMAP_THRESHOLD_KB")
+                "MEMCHAT_MALLOC_MMAP_THRESHOLD_KB", "MEMCHAT_EMBEDDER_QUERY_PRECISION")
 
 
 def memchat_env(upstream_base: str, embedder: str = "local", **extra: str) -> dict[str, str]:
