@@ -12,6 +12,7 @@ end of the ramp to the end of the hold. The report (also the "## Soak" section o
 
     .venv/bin/python scripts/soak.py                      # 300 x 60 s, writes docs/benchmarks.md
     .venv/bin/python scripts/soak.py --quick --no-docs    # 50 x 15 s
+    .venv/bin/python scripts/soak.py --rounds 3           # the load 3 times on one server: is RSS flat across rounds?
 """
 
 from __future__ import annotations
@@ -40,10 +41,11 @@ from app.testkit.chunks import decode_message  # noqa: E402
 from bench_common import (  # noqa: E402, I001
     start_run,
     stop_all,
-    MODEL, REALISTIC, CpuMeter, FakeUpstream, Memchat, fmt, load_now, machine_line, md_table, memchat_env, pct,
+    MODEL, REALISTIC, CpuMeter, FakeUpstream, Memchat, load_now, machine_line, memchat_env,
     own_rss_mib, peak_rss_mib, rss_mib, versions, write_section)
 from bench_text import Questions, fill_template, memory_texts  # noqa: E402
 from soak_clients import AUTH, Conv, Res, SoakClient, WsClient, classify  # noqa: E402
+from soak_report import report  # noqa: E402
 
 SURFACES = ("openai-sse", "openai-json", "personal-sse", "ws")
 COMMIT_AFTER = 5
@@ -221,20 +223,44 @@ async def soak(args: argparse.Namespace, fake: FakeUpstream, mc: Memchat, namesp
     tick.cancel()
     await asyncio.gather(tick, return_exceptions=True)
     samples.sort(key=lambda p: p["t"])
-    # Settle: every conversation commits COMMIT_AFTER s after its last turn. A commit handed to the committer
-    # leaves "pending" but stays an event-loop task (queued for a slot, then running) until it is done, so
-    # wait until both are back to the idle level before the load.
-    t_idle, base, out["settled"] = time.perf_counter(), samples[0]["tasks"], False
-    while not out["settled"] and time.perf_counter() - t_idle < args.settle:
-        await asyncio.sleep(1.0)
-        await asyncio.to_thread(extraction.top_up)
-        m = mc.metrics()
-        out["settled"] = (time.perf_counter() - t_idle > COMMIT_AFTER + 1 and not m["memchat_conversations_pending"]
-                          and m["memchat_event_loop_tasks"] <= base + 1)
+    t_idle = time.perf_counter()
+    out["settled"] = await settle(args, mc, extraction, samples[0]["tasks"])
     samples.append(point(f"idle, {time.perf_counter() - t_idle:.0f} s after the drain", time.perf_counter() - load.t0,
                          mc, load))
     out["turnlog"] = await check_turn_log(mc.port, load.convs, args.check_convs)
+    out["rounds"] = [await again(args, mc, extraction, namespaces, r, samples[0]["tasks"])
+                     for r in range(2, args.rounds + 1)]
     return out
+
+
+async def settle(args: argparse.Namespace, mc: Memchat, extraction: Extraction, idle_tasks: float) -> bool:
+    """Wait until the load's commits are done; False after ``--settle`` s. Every conversation commits
+    COMMIT_AFTER s after its last turn. A commit handed to the committer leaves "pending" but stays an event-loop
+    task (queued for a slot, then running) until it is done, so wait until both are back to the idle level."""
+    t_idle = time.perf_counter()
+    while time.perf_counter() - t_idle < args.settle:
+        await asyncio.sleep(1.0)
+        await asyncio.to_thread(extraction.top_up)
+        m = mc.metrics()
+        if (time.perf_counter() - t_idle > COMMIT_AFTER + 1 and not m["memchat_conversations_pending"]
+                and m["memchat_event_loop_tasks"] <= idle_tasks + 1):
+            return True
+    return False
+
+
+async def again(args: argparse.Namespace, mc: Memchat, extraction: Extraction, namespaces: list[str], r: int,
+                idle_tasks: float) -> dict[str, Any]:
+    """``--rounds``: the same load once more on the same server (new conversations, same namespaces), then its
+    drain; the RSS at the end of its hold and once its commits are done."""
+    load = Load(mc.port, args.streams, args.ramp, args.duration, namespaces, args.seed + 1000 * r, args.timeout)
+    runner = asyncio.create_task(load.run())
+    await asyncio.sleep(max(0.0, load.t_end - time.perf_counter()))
+    hold = await asyncio.to_thread(point, f"round {r}: end of hold", time.perf_counter() - load.t0, mc, load)
+    await runner
+    settled = await settle(args, mc, extraction, idle_tasks)
+    idle = point(f"round {r}: idle after the drain", time.perf_counter() - load.t0, mc, load)
+    return {"round": r, "requests": load.done, "errors": load.errors(), "hangs": load.hangs, "hold": hold,
+            "idle": idle, "settled": settled}
 
 
 def seed_memories(mc: Memchat, namespaces: list[str], per_ns: int) -> float:
@@ -300,67 +326,12 @@ def verdict(args: argparse.Namespace, mc: Memchat, out: dict[str, Any]) -> tuple
     growth = (end - start) / start * 100
     failures += [f"server RSS grew {growth:.1f} % under the same load ({start:.0f} → {end:.0f} MiB)"] \
         if growth > args.rss_growth else []
+    for rd in out["rounds"]:
+        failures += [f"round {rd['round']}: {rd['errors']} request errors"] if rd["errors"] else []
+        failures += [f"round {rd['round']}: {rd['hangs']} clients hung"] if rd["hangs"] else []
+        failures += [f"round {rd['round']}: not idle {args.settle:.0f} s after the drain"] if not rd["settled"] else []
+        failures += [f"round {rd['round']}: failed commits"] if rd["idle"]["failed"] else []
     return checks, failures, growth
-
-
-def report(args: argparse.Namespace, info: dict[str, Any], out: dict[str, Any]) -> str:
-    load: Load = out["load"]
-    ms = lambda v: fmt(v * 1e3, 0)
-    t1 = md_table(["surface", "clients", "requests ok", "errors", "latency p50 / p99 ms", "inter-chunk gap p50 / p99 ms"],
-                  [[f"`{s}`", st.clients, st.ok, ", ".join(f"{k} {v}" for k, v in st.errors.most_common()) or "0",
-                    f"{ms(pct(st.ttft, 50))} / {ms(pct(st.ttft, 99))} ({'response' if s == 'openai-json' else 'TTFT'})",
-                    f"{ms(pct(st.gaps, 50))} / {ms(pct(st.gaps, 99))}" if st.gaps else "—"] for s, st in load.stats.items()])
-    t2 = md_table(["point", "t (s)", "server RSS MiB", "of it: child processes", "LanceDB caches MiB", "server cores",
-                   "requests done", "errors", "commits done", "memories written", "event-loop tasks", "pending commits"],
-                  [[p["label"], f"{p['t']:.0f}", f"{p['rss']:.0f}", f"{p['rss_children']:.0f}", f"{p['store_cache']:.0f}",
-                    fmt(p["cores"], 2) if p["cores"] is not None else "",
-                    p["done"], p["errors"], f"{p['commits']:.0f}", f"{p['memories']:.0f}", f"{p['tasks']:.0f}",
-                    f"{p['pending']:.0f}"] for p in out["samples"]])
-    cpu, ok = out["cpu"], sum(st.ok for st in load.stats.values())
-    examples = "\n".join(f"- `{s}` {k}: {st.examples[k]}" for s, st in load.stats.items() for k in st.errors)
-    vline = ", ".join(f"{k} {v}" for k, v in info["versions"].items() if k != "litellm")
-    checks = "\n".join(f"- {c}" for c in info["checks"])
-    result = "**PASS**" if not info["failures"] else "**FAIL**: " + "; ".join(info["failures"])
-    return f"""Measured {info['date']} with
-
-```sh
-{info['command']}
-```
-
-Versions: {vline}. Machine: {info['machine']}. memchat: 1 uvicorn worker, LanceDB in a temp dir,
-`MEMCHAT_EMBEDDER={args.embedder}`, `MEMCHAT_EXTRACTOR=llm`, `MEMCHAT_COMMIT_AFTER={COMMIT_AFTER}` (idle commits,
-extraction and memory writes run during the soak); {args.namespaces} namespaces seeded with {args.seed_memories}
-memories each. Fake upstream: first token after 50 ms, then 30 tokens/s; OpenAI requests ask for 60-150 tokens,
-personal chat and websocket get 100; extraction calls get valid JSON facts (two new ones every 10 calls).
-
-{args.streams} closed-loop clients, a quarter per surface, started over {args.ramp:.0f} s; load held {args.duration:.0f} s,
-then each client finished its current request (drain {out['drain']:.1f} s). Conversations of 1-4 turns in random
-namespaces: OpenAI clients send the history back (half with their own `chat_id`, half resolved by transcript),
-personal chat sends the `session_id`, websocket the `chat_id`. Latency = request sent → first content token
-(`openai-json`: → full response), for requests started during the hold; gaps between content chunks of a stream.
-{ok} requests answered ({ok / (args.ramp + args.duration + out['drain']):.1f}/s); {load.committed_events}
-`memory_committed` events reached the websocket clients.
-
-{t1}
-
-{examples or 'No errors.'}
-
-Server RSS (process tree; "child processes": the embedding model's worker), LanceDB's metadata and index
-caches (`memchat_store_cache_bytes`), and memchat's CPU seconds per wall second since the previous sample. Whole load:
-memchat {cpu['procs'][info['mc_pid']] / cpu['wall']:.2f} cores, fake upstream {cpu['procs'][info['fake_pid']] / cpu['wall']:.2f},
-client {cpu['client_cores']:.2f}, other processes {cpu['foreign_cores']:.2f}.
-
-{t2}
-
-Peak RSS (VmHWM): {info['peak_rss']:.0f} MiB. RSS end of hold vs end of ramp (same load): {info['rss_growth']:+.1f} %
-(limit {args.rss_growth:.0f} %). Load average at the end: {info['load_end']}.
-
-Checks after the run:
-
-{checks}
-
-Result: {result}
-"""
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -375,6 +346,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--rss-growth", type=float, default=25.0, help="max RSS growth %% (end of hold vs end of ramp)")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds one request may take")
     p.add_argument("--settle", type=float, default=300.0, help="seconds to wait for the commits after the load")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="run the load this many times on the same server, each followed by its drain (RSS flat?)")
     p.add_argument("--check-convs", type=int, default=2000, help="conversations whose turn log is checked, at most")
     p.add_argument("--no-docs", action="store_true", help="do not write the 'Soak' section of docs/benchmarks.md")
     p.add_argument("--seed", type=int, default=1)
@@ -392,6 +365,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     command = start_run("soak.py", argv)
     info: dict[str, Any] = {"command": command, "date": date.today().isoformat(), "machine": machine_line(),
+                            "commit_after": COMMIT_AFTER,
                             "versions": versions()}
     namespaces = [f"soak-u{k:02d}" for k in range(args.namespaces)]
     tmp = Path(tempfile.mkdtemp(prefix="memchat-soak-"))
