@@ -55,6 +55,7 @@ class StoreSettings(msgspec.Struct, frozen=True):
     metadata_cache_mb: int = 64
     index_cache_mb: int = 1024
     compact_after_writes: int = 32   # a table is compacted once it took this many writes (0: on the interval only)
+    keep_versions: float = 30.0      # seconds a table version stays readable after a newer one (compaction's cleanup)
 
     @property
     def memory_uri(self) -> str:
@@ -250,6 +251,7 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
             metadata_cache_mb=_int(env, "MEMCHAT_STORE_METADATA_CACHE_MB", 64, minimum=1),
             index_cache_mb=_int(env, "MEMCHAT_STORE_INDEX_CACHE_MB", 1024, minimum=1),
             compact_after_writes=_int(env, "MEMCHAT_COMPACT_AFTER_WRITES", 32, minimum=0),
+            keep_versions=_positive(env, "MEMCHAT_STORE_KEEP_VERSIONS", 30.0),
         ),
         memory=MemorySettings(
             embedder=_choice(env, "MEMCHAT_EMBEDDER", "local", {"local", "openai", "none"}),

@@ -155,7 +155,8 @@ class Services:
         sweeper = CommitSweeper(scheduler, turnlog, commits, interval=settings.memory.commit_sweep_interval,
                                 grace=settings.memory.commit_takeover_grace)
         compactor = Compactor({"memories": store.table, "turns": turnlog.table, "commits": commits.table},
-                              after_writes=settings.store.compact_after_writes)
+                              after_writes=settings.store.compact_after_writes,
+                              keep_versions=timedelta(seconds=settings.store.keep_versions))
         conversations = Conversations(turnlog, default_commit_after=settings.memory.commit_after,
                                       on_recorded=scheduler.touch_turn)
         memories = MemoryService(

@@ -235,7 +235,7 @@ def parse_leg(spec: str) -> tuple[str, dict[str, str]]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", default=os.environ.get("MEMCHAT_LOCOMO_PATH"), help="path of locomo10.json")
+    ap.add_argument("--data", default=os.environ.get("MEMCHAT_LOCOMO_PATH"), help="path of locomo10.json or locomo10.zip")
     ap.add_argument("--leg", action="append", help="NAME[:ENV=VAL,...] server leg (repeatable); default: "
                     "'default' and 'fts:MEMCHAT_EMBEDDER=none'")
     ap.add_argument("--format", choices=("threads", "plain"), default="threads",

@@ -138,7 +138,7 @@ def run_leg(name: str, env: dict[str, str], convs: list[L.Conversation],
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", default=os.environ.get("MEMCHAT_LOCOMO_PATH"), help="path of locomo10.json")
+    ap.add_argument("--data", default=os.environ.get("MEMCHAT_LOCOMO_PATH"), help="path of locomo10.json or locomo10.zip")
     ap.add_argument("--leg", action="append", help="NAME[:ENV=VAL,...] server leg (repeatable); default: 'default'")
     ap.add_argument("--convs", default="0-9", help="conversation indexes, e.g. 0-4 or 0,3,7")
     args = ap.parse_args()

@@ -1,6 +1,8 @@
 """LoCoMo (snap-research/LoCoMo, ``data/locomo10.json``, CC BY-NC 4.0) as memchat import records and
 questions, for `scripts/bench_locomo.py`. The data set is read from outside the repository
-(``--data`` or ``MEMCHAT_LOCOMO_PATH``) and never committed, nor is anything derived from it.
+(``--data`` or ``MEMCHAT_LOCOMO_PATH``) and never committed, nor is anything derived from it. Either file the
+repository has published is read: ``data/locomo10.json`` (a list of samples) or ``data/locomo10.zip`` (one
+JSON file per conversation, ``.../<n>.json``, taken in the order of ``n``; the same conversations and questions).
 
 One memory per dialogue turn: content ``<speaker> said, "<text>"`` (plus ``[shares <caption>]`` when the
 turn carries an image caption), ``createdAt`` = the session's date and time plus the turn's index in
@@ -69,11 +71,30 @@ def turn_content(turn: dict) -> str:
     return text
 
 
+def read_samples(path: str | Path) -> list[dict]:
+    """The samples (``sample_id``, ``conversation``, ``qa``) of ``locomo10.json`` or of ``locomo10.zip``."""
+    path = Path(path)
+    if path.suffix != ".zip":
+        return json.loads(path.read_text())
+    import zipfile
+
+    with zipfile.ZipFile(path) as archive:
+        names = [n for n in archive.namelist() if re.fullmatch(r".*/\d+\.json", n)]
+        samples = []
+        for name in sorted(names, key=lambda n: int(n.rsplit("/", 1)[1][:-5])):
+            raw = json.loads(archive.read(name))
+            conv = {k: v for k, v in raw.items()
+                    if k in ("speaker_a", "speaker_b") or re.fullmatch(r"session_\d+(_date_time)?", k)}
+            samples.append({"sample_id": f"conv-{name.rsplit('/', 1)[1][:-5]}", "conversation": conv,
+                            "qa": raw["qa"]})
+    return samples
+
+
 def load(path: str | Path, fmt: str = "threads") -> list[Conversation]:
     """``fmt``: "threads" (the default above) or "plain" -- the format the project's issue describes, as a
     client without thread ids would import: content ``(<session date>) <speaker> said, "<text>"``,
     ``createdAt`` = the session's date for every turn of it, no ``sourceThreadId``, source explicit."""
-    data = json.loads(Path(path).read_text())
+    data = read_samples(path)
     convs = []
     for ci, sample in enumerate(data):
         c = Conversation(index=ci, sample_id=str(sample.get("sample_id", ci)))
@@ -125,7 +146,7 @@ def load_sessions(path: str | Path) -> list[tuple[list[str], list[Session]]]:
     """Per conversation: its two speakers and its sessions, for feeding through the chat API. A line's
     text is the turn's text plus ``[shares <caption>]`` when it carries an image (the caption standing in
     for the picture, as in `turn_content`)."""
-    data = json.loads(Path(path).read_text())
+    data = read_samples(path)
     out = []
     for sample in data:
         conv = sample["conversation"]

@@ -26,7 +26,7 @@ def test_defaults_from_an_empty_environment() -> None:
     assert (s.store.metadata_cache_mb, s.store.index_cache_mb) == (64, 1024)
     assert (m.commit_after, m.extractor, m.memory_model, m.commit_lease, m.commit_concurrency) == (
         120, "llm", None, 60.0, 16)
-    assert (m.commit_write_batch, s.store.compact_after_writes) == (64, 32)
+    assert (m.commit_write_batch, s.store.compact_after_writes, s.store.keep_versions) == (64, 32, 30.0)
     assert (m.maintenance_interval, m.empty_namespace_ttl, m.vector_cache_mb, m.vector_cache_ttl) == (
         30.0, 2.0, 256, 5.0)
     assert (m.commit_sweep_interval, m.commit_takeover_grace) == (5.0, 5.0)
@@ -51,7 +51,7 @@ def test_every_variable_is_read() -> None:
         "MEMCHAT_MIN_SCORE": "0.25", "MEMCHAT_MEMORY_TOKEN_BUDGET": "50", "MEMCHAT_COMMIT_AFTER": "0",
         "MEMCHAT_EXTRACTOR": "HEURISTIC", "MEMCHAT_MEMORY_MODEL": " small ",
         "MEMCHAT_MAINTENANCE_INTERVAL": "5", "MEMCHAT_COMMIT_LEASE": "7.5", "MEMCHAT_COMMIT_CONCURRENCY": "2",
-        "MEMCHAT_COMMIT_WRITE_BATCH": "1", "MEMCHAT_COMPACT_AFTER_WRITES": "0",
+        "MEMCHAT_COMMIT_WRITE_BATCH": "1", "MEMCHAT_COMPACT_AFTER_WRITES": "0", "MEMCHAT_STORE_KEEP_VERSIONS": "90",
         "MEMCHAT_COMMIT_SWEEP_INTERVAL": "0.5", "MEMCHAT_COMMIT_TAKEOVER_GRACE": "0",
         "MEMCHAT_EMPTY_NAMESPACE_TTL": "0", "MEMCHAT_VECTOR_CACHE_MB": "0", "MEMCHAT_VECTOR_CACHE_TTL": "0.5",
         "MEMCHAT_TURNLOG_JOURNAL": "off", "MEMCHAT_TURNLOG_FSYNC": "YES", "MEMCHAT_TURNLOG_FLUSH_INTERVAL": "0.2",
@@ -72,7 +72,7 @@ def test_every_variable_is_read() -> None:
     assert (s.store.metadata_cache_mb, s.store.index_cache_mb) == (16, 32)
     assert (m.extractor, m.memory_model, m.maintenance_interval, m.commit_lease, m.commit_concurrency) == (
         "heuristic", "small", 5.0, 7.5, 2)
-    assert (m.commit_write_batch, s.store.compact_after_writes) == (1, 0)
+    assert (m.commit_write_batch, s.store.compact_after_writes, s.store.keep_versions) == (1, 0, 90.0)
     assert (m.empty_namespace_ttl, m.vector_cache_mb, m.vector_cache_ttl) == (0.0, 0, 0.5)
     assert (m.commit_sweep_interval, m.commit_takeover_grace) == (0.5, 0.0)
     assert s.store.remote and s.turnlog.journal_for(s.store)[0] is False   # told so explicitly
@@ -155,6 +155,7 @@ def test_the_journal_follows_the_store_unless_told(env: dict[str, str], remote: 
     ("MEMCHAT_EMBEDDER_ISOLATION", "fork", "must be one of"),
     ("MEMCHAT_EMBEDDER_RUNTIME", "torch", "must be one of"),
     ("MEMCHAT_EMBEDDER_QUERY_PRECISION", "fp16", "must be one of"),
+    ("MEMCHAT_STORE_KEEP_VERSIONS", "0", "must be > 0"),
     ("MEMCHAT_STORE_METADATA_CACHE_MB", "0", "must be >= 1"),
     ("MEMCHAT_EXTRACTOR", "gpt", "must be one of"),
     ("MEMCHAT_STORAGE_OPTIONS", "{not json", "must be a JSON object"),

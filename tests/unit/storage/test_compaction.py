@@ -80,3 +80,23 @@ async def test_zero_turns_it_off(tmp_path: Path) -> None:
     compactor = Compactor({"t": table}, after_writes=0, check_interval=0.01)
     with anyio.fail_after(5):
         await compactor.run()  # returns at once: nothing to watch
+
+
+async def test_compaction_removes_versions_older_than_keep_versions_and_keeps_newer_ones(tmp_path: Path) -> None:
+    from datetime import timedelta
+
+    db = await connect(str(tmp_path))
+    short, long = await db.create_table("short", row(0)), await db.create_table("long", row(0))
+    kept = Compactor({"long": long}, after_writes=5, keep_versions=timedelta(minutes=10))
+    trimmed = Compactor({"short": short}, after_writes=5, keep_versions=timedelta(seconds=1))
+    for compactor in (kept, trimmed):
+        await compactor.check_once()
+    for i in range(1, 6):
+        await short.add(row(i))
+        await long.add(row(i))
+    await anyio.sleep(1.2)  # the writes' versions are now older than the short setting
+    assert await trimmed.check_once() == ["short"] and await kept.check_once() == ["long"]
+    # Each read checks the latest version against the manifests kept, and LanceDB holds each in memory.
+    assert len(await short.list_versions()) <= 2          # the compaction's own (and its commit) only
+    assert len(await long.list_versions()) >= 7           # created, 5 writes, compaction
+    assert await short.count_rows() == 6 and await long.count_rows() == 6
