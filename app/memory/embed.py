@@ -279,8 +279,10 @@ class LocalEmbedder:
 
     # -- async API --
     async def warmup(self) -> None:
-        """Load the weights now (in the worker thread) and run one tiny encode."""
+        """Load the weights now (in the worker) and run one tiny encode (and one query, with int8 queries)."""
         await self.embed(["warmup"])
+        if self.query_precision == "int8":
+            await self.embed_query("warmup")
 
     async def embed(self, texts: Sequence[str]) -> np.ndarray:
         return await self._embed(check_texts(texts), query=False)

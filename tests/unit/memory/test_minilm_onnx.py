@@ -145,6 +145,8 @@ def test_embedder_embeds_queries_in_int8_and_caches_them_apart():
         emb = LocalEmbedder(local_model_dir(), runtime="onnx", query_precision="int8")
         numpy_emb = LocalEmbedder(local_model_dir(), runtime="numpy", query_precision="int8")
         assert emb.query_precision == "int8" and numpy_emb.query_precision == "float32"  # int8 needs ONNX
+        await emb.warmup()  # both sessions run once before the first request
+        assert set(emb._cache) == {(False, "warmup"), (True, "warmup")}
         text = QUESTIONS[1]
         query = await emb.embed_query(text)
         doc = (await emb.embed([text]))[0]  # after the query: the cache must not hand back the query's vector
