@@ -1,4 +1,18 @@
-"""Opt-in: a fixed glibc mmap threshold for the server process, so that large freed buffers go back to the OS.
+"""The server process's C heap: freed memory handed back to the OS (`HeapTrimmer`, on by default), an opt-in
+fixed glibc mmap threshold, and the garbage collector's start-up freeze.
+
+**Trimming.** LanceDB and Arrow allocate and free with glibc's ``malloc`` from many threads (the tokio runtime,
+anyio's worker threads), so the freed memory is spread over up to 8 arenas per core, and glibc gives back only
+what lies at the top of an arena. Under the 300-stream soak the server's arenas held ~220 MiB free after a
+round's commit drain (``mallinfo2``: in use ~200 MiB, free ~216), and ``malloc_trim(0)`` -- which returns the
+free pages inside every arena with ``MADV_DONTNEED`` -- gave back ~120 MiB of RSS at once (docs/benchmarks.md,
+"Memory under the soak"). Trimming every 60 s *under load* did not stop RSS from growing round after round and
+the third round answered fewer requests, so `HeapTrimmer` trims only once the process has gone quiet: no request
+in flight, no commit running, nothing new for ``MEMCHAT_MALLOC_TRIM_IDLE`` seconds (10; 0: never), once per
+quiet spell, in a worker thread, off the event loop; what each call released and how long it took are in
+``/metrics``.
+
+**The mmap threshold (opt-in).**
 
 glibc's malloc serves a request of at least ``M_MMAP_THRESHOLD`` bytes (128 KiB to start with) with a
 mapping of its own, unmapped again on ``free``; smaller ones come from its heaps, whose freed space mostly
@@ -27,7 +41,11 @@ import ctypes.util
 import gc
 import logging
 import os
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Hashable, Mapping
+
+import anyio
+from anyio.abc import TaskStatus
 
 log = logging.getLogger("memchat.heap")
 
@@ -65,6 +83,69 @@ def fix_mmap_threshold(threshold_kb: int, env: Mapping[str, str] | None = None) 
     else:
         log.warning("mallopt refused an mmap threshold of %d KiB; glibc's dynamic threshold stays", threshold_kb)
     return ok
+
+
+def resident_bytes() -> int:
+    """This process's resident set size (0 where ``/proc`` is not there)."""
+    try:
+        with open("/proc/self/statm", "rb") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def release_free_memory() -> bool:
+    """``malloc_trim(0)``: glibc returns the free pages of all its arenas to the OS; False where there is no
+    glibc (musl, macOS) and nothing was done. Blocks its thread for the walk (a few ms): call it off the loop."""
+    trim = getattr(_libc(), "malloc_trim", None)
+    if trim is None:
+        return False
+    trim.argtypes = [ctypes.c_size_t]
+    trim.restype = ctypes.c_int
+    trim(0)
+    return True
+
+
+class HeapTrimmer:
+    """`release_free_memory` in a worker thread once the process has gone quiet: ``activity()`` is None while
+    work is under way (a request in flight, a commit running) and otherwise a value that changes whenever work
+    happened (requests started, commits left). Every ``idle`` seconds the trimmer looks; when the value is the
+    same as at the previous look -- nothing happened for a whole period -- and differs from the value at the
+    last trim, it trims. So a busy process is never trimmed (a trim takes the arenas' locks while the other
+    threads allocate), an idle one once per quiet spell. ``observe(seconds, released_bytes)`` gets what each
+    call took and the RSS it gave back."""
+
+    def __init__(self, idle: float, activity: Callable[[], Hashable | None],
+                 observe: Callable[[float, int], None] | None = None) -> None:
+        self.idle = idle
+        self.activity = activity
+        self.observe = observe
+        self.trims = 0
+
+    def trim_once(self) -> int:
+        """One trim, in the calling thread; returns the RSS released in bytes (0 when nothing was done)."""
+        before, started = resident_bytes(), time.perf_counter()
+        if not release_free_memory():
+            return 0
+        took, released = time.perf_counter() - started, max(0, before - resident_bytes())
+        self.trims += 1
+        if self.observe is not None:
+            self.observe(took, released)
+        return released
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        if self.idle <= 0:
+            return
+        previous: Hashable | None = None
+        trimmed_at: Hashable | None = None
+        while True:
+            await anyio.sleep(self.idle)
+            now = self.activity()
+            if now is not None and now == previous and now != trimmed_at:
+                await anyio.to_thread.run_sync(self.trim_once)
+                trimmed_at = now
+            previous = now
 
 
 # A full collection after every 100 middle-generation ones instead of CPython's 10: what a full pass walks after

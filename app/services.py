@@ -27,7 +27,7 @@ from app.commits.log import CommitLog
 from app.commits.scheduler import CommitScheduler
 from app.commits.sweeper import CommitSweeper
 from app.config import Settings
-from app.heap import fix_mmap_threshold
+from app.heap import HeapTrimmer, fix_mmap_threshold
 from app.llm.backend import ChatBackend
 from app.llm.offline import OfflineResponder
 from app.llm.upstream import UpstreamClient
@@ -103,6 +103,7 @@ class Services:
     memories: MemoryService
     events: EventHub
     metrics: Metrics
+    heap_trimmer: HeapTrimmer
     store_cache: Any = None  # the connection's lancedb.Session (its caches' size is a gauge)
     task_group: TaskGroup | None = None
 
@@ -168,13 +169,24 @@ class Services:
                                     token_budget=settings.memory.token_budget)
         chat = ChatService(backend, conversations, retriever, default_model=settings.server.default_model,
                            metrics=metrics)
+        def trimmed(seconds: float, released: int) -> None:
+            metrics.heap_trim_seconds.observe(seconds)
+            metrics.heap_released.inc(released)
+
+        def activity() -> tuple[int, int] | None:
+            if metrics.requests_in_flight or scheduler.committing:
+                return None
+            return metrics.requests_started, scheduler.pending
+
+        heap_trimmer = HeapTrimmer(settings.server.malloc_trim_idle, activity, observe=trimmed)
         log.info("memory: store %s, embedder %s%s, extractor %s", settings.store.memory_uri, embedder.name,
                  f" ({embedder.runtime}, {embedder.query_precision} queries)" if getattr(embedder, "runtime", None)
                  else "", extractor.name)
         return cls(settings=settings, keyring=keyring, db=db, backend=backend, store=store, turnlog=turnlog,
                    commits=commits, conversations=conversations, scheduler=scheduler, sweeper=sweeper,
                    compactor=compactor, chat=chat,
-                   memories=memories, events=events, metrics=metrics, store_cache=store_cache)
+                   memories=memories, events=events, metrics=metrics, heap_trimmer=heap_trimmer,
+                   store_cache=store_cache)
 
     async def run_background(self, task_group: TaskGroup) -> None:
         """Start the background work in the lifespan's task group."""
@@ -184,6 +196,7 @@ class Services:
         await task_group.start(self.scheduler.run)
         await task_group.start(self.sweeper.run)
         await task_group.start(self.compactor.run)
+        await task_group.start(self.heap_trimmer.run)
         task_group.start_soon(self._maintenance_loop)
         task_group.start_soon(self._loop_lag_probe)
         task_group.start_soon(self._gauge_loop)

@@ -26,7 +26,6 @@ import shutil
 import sys
 import tempfile
 import time
-import urllib.error
 import urllib.request
 import uuid
 from collections import Counter
@@ -44,8 +43,8 @@ from bench_common import (  # noqa: E402, I001
     MODEL, REALISTIC, CpuMeter, FakeUpstream, Memchat, load_now, machine_line, memchat_env,
     own_rss_mib, peak_rss_mib, rss_mib, versions, write_section)
 from bench_text import Questions, fill_template, memory_texts  # noqa: E402
-from soak_clients import AUTH, Conv, Res, SoakClient, WsClient, classify  # noqa: E402
-from soak_report import report  # noqa: E402
+from soak_clients import AUTH, Conv, Res, SoakClient, WsClient, classify, http_get  # noqa: E402
+from soak_report import bucket_quantile, report  # noqa: E402
 
 SURFACES = ("openai-sse", "openai-json", "personal-sse", "ws")
 COMMIT_AFTER = 5
@@ -165,19 +164,12 @@ class Extraction:
             self.fake.call("POST", "/_fake/rules", rules)
 
 
-def bucket_quantile(m: dict[str, float], name: str, q: float) -> float | None:
-    """Upper bound of the histogram bucket holding quantile ``q`` (``inf`` past the last bucket)."""
-    buckets = sorted((float(k.split('le="')[1].rstrip('"}')), v) for k, v in m.items()
-                     if k.startswith(f"{name}_bucket{{"))
-    total = buckets[-1][1] if buckets else 0
-    return next((le for le, count in buckets if count >= q * total), None) if total else None
-
-
 def point(label: str, t: float, mc: Memchat, load: Load | None, cores: float | None = None) -> dict[str, Any]:
     m = mc.metrics()
     rss = rss_mib(mc.pid)
     return {"label": label, "t": t, "rss": rss, "rss_children": rss - own_rss_mib(mc.pid),
-            "store_cache": m.get("memchat_store_cache_bytes", 0) / 2**20, "cores": cores, "done": load.done if load else 0,
+            "store_cache": m.get("memchat_store_cache_bytes", 0) / 2**20,
+            "trimmed": m.get("memchat_heap_released_bytes_total", 0) / 2**20, "cores": cores, "done": load.done if load else 0,
             "errors": load.errors() if load else 0, "commits": m.get('memchat_commits_total{outcome="done"}', 0),
             "failed": m.get('memchat_commits_total{outcome="failed"}', 0),
             "memories": m.get("memchat_memories_written_total", 0), "rows": m.get("memchat_turnlog_rows_written_total", 0),
@@ -206,7 +198,7 @@ async def soak(args: argparse.Namespace, fake: FakeUpstream, mc: Memchat, namesp
     extraction.top_up()
     warm = Load(mc.port, 4, 0.0, 2.0, namespaces, args.seed + 1, args.timeout)   # one client per surface
     await warm.run()
-    await asyncio.sleep(1.0)
+    await heap_trimmed(mc)
     samples = [point("idle, after warm-up", 0.0, mc, None)]
     load = Load(mc.port, args.streams, args.ramp, args.duration, namespaces, args.seed, args.timeout)
     out: dict[str, Any] = {"samples": samples, "load": load, "warm_errors": warm.errors()}
@@ -244,8 +236,19 @@ async def settle(args: argparse.Namespace, mc: Memchat, extraction: Extraction, 
         m = mc.metrics()
         if (time.perf_counter() - t_idle > COMMIT_AFTER + 1 and not m["memchat_conversations_pending"]
                 and m["memchat_event_loop_tasks"] <= idle_tasks + 1):
-            return True
+            return await heap_trimmed(mc)
     return False
+
+
+async def heap_trimmed(mc: Memchat, timeout: float = 30.0) -> bool:
+    """True once the quiet server has trimmed its heap (app.heap.HeapTrimmer, MEMCHAT_MALLOC_TRIM_IDLE), or
+    after ``timeout`` s (trimming off, or done before this call): the RSS measured then is what an idle server holds."""
+    trims = mc.metrics().get("memchat_heap_trim_seconds_count", 0)
+    for _ in range(int(timeout)):
+        if mc.metrics().get("memchat_heap_trim_seconds_count", 0) > trims:
+            break
+        await asyncio.sleep(1.0)
+    return True
 
 
 async def again(args: argparse.Namespace, mc: Memchat, extraction: Extraction, namespaces: list[str], r: int,
@@ -272,16 +275,6 @@ def seed_memories(mc: Memchat, namespaces: list[str], per_ns: int) -> float:
         with urllib.request.urlopen(req, timeout=300):
             pass
     return time.perf_counter() - t0
-
-
-def http_get(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=30) as resp:
-            return resp.status, resp.read().decode(errors="replace")[:200].strip()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode(errors="replace")[:200].strip()
-    except OSError as exc:
-        return 0, str(exc)
 
 
 def verdict(args: argparse.Namespace, mc: Memchat, out: dict[str, Any]) -> tuple[list[str], list[str], float]:

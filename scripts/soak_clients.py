@@ -4,7 +4,7 @@ conversation and recording what came back (status, frames with their arrival tim
 * ``SoakClient``: the kit's SSE client (keep-alive raw socket) for the OpenAI surface, streaming or not, and the
   personal-chat SSE surface;
 * ``WsClient``: one ``/ws/chat`` websocket, reconnected after a failure;
-* ``classify``: the error kind of a finished turn, or None.
+* ``classify``: the error kind of a finished turn, or None; ``http_get``: one GET's status and body's start.
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ import asyncio
 import contextlib
 import random
 import time
+import urllib.error
+import urllib.request
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -23,6 +25,16 @@ from app.testkit.sse import DONE, read_frame
 from bench_common import API_KEY, MODEL, RawClient, StreamResult
 
 AUTH = {"authorization": f"Bearer {API_KEY}"}
+
+
+def http_get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=30) as resp:
+            return resp.status, resp.read().decode(errors="replace")[:200].strip()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode(errors="replace")[:200].strip()
+    except OSError as exc:
+        return 0, str(exc)
 
 
 class LoadState(Protocol):

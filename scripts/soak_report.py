@@ -8,6 +8,14 @@ from typing import Any
 from bench_common import fmt, md_table, pct
 
 
+def bucket_quantile(m: dict[str, float], name: str, q: float) -> float | None:
+    """Upper bound of the histogram bucket holding quantile ``q`` (``inf`` past the last bucket)."""
+    buckets = sorted((float(k.split('le="')[1].rstrip('"}')), v) for k, v in m.items()
+                     if k.startswith(f"{name}_bucket{{"))
+    total = buckets[-1][1] if buckets else 0
+    return next((le for le, count in buckets if count >= q * total), None) if total else None
+
+
 def rounds_table(out: dict[str, Any]) -> str:
     """``--rounds``: RSS and commits after each round's hold and drain, round 1 from the main samples."""
     if not out["rounds"]:
@@ -17,9 +25,10 @@ def rounds_table(out: dict[str, Any]) -> str:
     rows = first + [(str(rd["round"]), rd["requests"], rd["errors"], rd["hold"], rd["idle"]) for rd in out["rounds"]]
     base = out["samples"][0]["rss"]
     table = md_table(["round", "requests", "errors", "RSS end of hold MiB", "RSS after the drain MiB",
-                      "vs after warm-up", "of it: LanceDB caches MiB", "commits done (total)", "pending"],
+                      "vs after warm-up", "of it: LanceDB caches MiB", "given back by malloc_trim MiB (total)",
+                      "commits done (total)", "pending"],
                      [[r, n, e, f"{h['rss']:.0f}", f"{i['rss']:.0f}", f"{(i['rss'] - base) / base * 100:+.1f} %",
-                       f"{i['store_cache']:.0f}", f"{i['commits']:.0f}", f"{i['pending']:.0f}"]
+                       f"{i['store_cache']:.0f}", f"{i.get('trimmed', 0):.0f}", f"{i['commits']:.0f}", f"{i['pending']:.0f}"]
                       for r, n, e, h, i in rows])
     return (f"The same load {len(rows)} times on the same server (new conversations, same namespaces), each "
             f"followed by its drain; RSS after warm-up {base:.0f} MiB:\n\n{table}\n")

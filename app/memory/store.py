@@ -315,15 +315,8 @@ class MemoryStore:
         """False when the tenant is known to have no memory at all (see `app.memory.presence`)."""
         return await self.presence.may_have_memories(org_id, namespace)
 
-    async def count(
-        self,
-        org_id: str,
-        namespace: str,
-        *,
-        source: str | None = None,
-        entity: str | None = None,
-        include_superseded: bool = False,
-    ) -> int:
+    async def count(self, org_id: str, namespace: str, *, source: str | None = None, entity: str | None = None,
+                    include_superseded: bool = False) -> int:
         where = F.build(org_id, namespace, include_superseded=include_superseded, source=source, entity=entity)
         return int(await self._table.count_rows(where))
 

@@ -160,9 +160,18 @@ class Metrics:
         self.slow_callbacks = Histogram("memchat_event_loop_slow_callbacks_seconds", "Event-loop callbacks that "
                                         "ran longer than MEMCHAT_LOOP_SLOW_CALLBACK_MS (only when it is set), by "
                                         "duration.", buckets=SLOW_CALLBACK_BUCKETS, registry=r)
+        self.heap_trim_seconds = Histogram("memchat_heap_trim_seconds", "malloc_trim calls that handed the C "
+                                           "heap's free pages back to the OS (after MEMCHAT_MALLOC_TRIM_IDLE "
+                                           "quiet seconds, in a worker thread), by duration.",
+                                           buckets=FAST_BUCKETS, registry=r)
+        self.heap_released = Counter("memchat_heap_released_bytes", "Resident memory those calls gave back.",
+                                     registry=r)
         for outcome in ("done", "failed"):
             self.commits.labels(outcome)
         self._meters: dict[str, StreamMeter] = {}
+        # This process's HTTP requests (plain counts, read by the heap trimmer to tell a quiet process).
+        self.requests_started = 0
+        self.requests_in_flight = 0
 
     def stream_meter(self, surface: str) -> StreamMeter:
         meter = self._meters.get(surface)

@@ -20,6 +20,7 @@ import pytest
 from app.config import Settings
 from app.heap import fix_mmap_threshold, operator_chose
 from app.testkit import REPO_ROOT
+from prometheus_client import CollectorRegistry
 
 pytestmark = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's malloc only")
 
@@ -133,3 +134,161 @@ async def test_the_app_freezes_its_start_up_objects_in_its_lifespan(tmp_path: Pa
     finally:
         gc.unfreeze()
         gc.set_threshold(*thresholds)
+
+
+TRIM_PROBE = r"""
+import ctypes, ctypes.util, json, sys, threading
+sys.path.insert(0, sys.argv[1])
+from app.heap import release_free_memory, resident_bytes
+libc = ctypes.CDLL(ctypes.util.find_library("c"))
+libc.malloc.restype = ctypes.c_void_p
+libc.malloc.argtypes = [ctypes.c_size_t]
+libc.free.argtypes = [ctypes.c_void_p]
+libc.memset.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_size_t]
+
+def churn():  # what LanceDB's threads do: many small blocks in a thread's own arena, most freed, a few kept
+    blocks = [libc.malloc(512) for _ in range(200_000)]
+    for p in blocks:
+        libc.memset(p, 1, 512)
+    for k, p in enumerate(blocks):
+        if k % 64:
+            libc.free(p)
+
+worker = threading.Thread(target=churn); worker.start(); worker.join()
+before = resident_bytes()
+done = release_free_memory()
+print(json.dumps({"done": done, "before": before, "after": resident_bytes()}))
+"""
+
+
+def test_release_free_memory_gives_a_threads_freed_blocks_back() -> None:
+    """~100 MiB written in 512-byte blocks by a thread, 63 of 64 freed: glibc keeps the pages (a kept block
+    sits in every few pages, nothing at an arena's top is free), until `release_free_memory` returns them."""
+    done = subprocess.run([sys.executable, "-c", TRIM_PROBE, str(REPO_ROOT)], capture_output=True, text=True,
+                          timeout=60, check=True)
+    seen = json.loads(done.stdout)
+    assert seen["done"] is True
+    assert seen["before"] - seen["after"] > 40 << 20, seen
+
+
+async def test_a_quiet_process_is_trimmed_once_per_quiet_spell_in_a_worker_thread() -> None:
+    import threading
+
+    import anyio
+
+    from app.heap import HeapTrimmer
+
+    work = {"done": 0}
+    names: list[str] = []
+    trimmed = anyio.Event()
+
+    def observe(seconds: float, released: int) -> None:
+        assert seconds >= 0 and released >= 0
+        names.append(threading.current_thread().name)
+        trimmed.set()
+
+    trimmer = HeapTrimmer(0.02, lambda: work["done"], observe=observe)
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            await tg.start(trimmer.run)
+            await trimmed.wait()
+            await anyio.sleep(0.3)  # still quiet: ~15 looks, no second trim
+            assert trimmer.trims == 1
+            trimmed = anyio.Event()
+            work["done"] += 1  # work happened, then quiet again: one more trim
+            await trimmed.wait()
+            tg.cancel_scope.cancel()
+    assert trimmer.trims == 2
+    assert threading.main_thread().name not in names
+
+
+@pytest.mark.parametrize("busy", ["in flight", "work at every look"])
+async def test_a_busy_process_is_not_trimmed(busy: str) -> None:
+    import itertools
+
+    import anyio
+
+    from app.heap import HeapTrimmer
+
+    looks = itertools.count()
+    activity = (lambda: None) if busy == "in flight" else (lambda: next(looks))
+    trimmer = HeapTrimmer(0.02, activity, observe=lambda *_: pytest.fail("trimmed while busy"))
+    async with anyio.create_task_group() as tg:
+        await tg.start(trimmer.run)
+        await anyio.sleep(0.4)
+        tg.cancel_scope.cancel()
+    assert trimmer.trims == 0
+    if busy != "in flight":
+        assert next(looks) >= 5  # it did look
+
+
+async def test_a_zero_idle_time_never_trims() -> None:
+    import anyio
+
+    from app.heap import HeapTrimmer
+
+    trimmer = HeapTrimmer(0, lambda: 0, observe=lambda *_: pytest.fail("trimmed"))
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            await tg.start(trimmer.run)
+    assert trimmer.trims == 0
+
+
+def test_trim_idle_time_from_the_environment() -> None:
+    from app.config import ConfigError
+
+    assert Settings.from_env({}).server.malloc_trim_idle == 10.0
+    assert Settings.from_env({"MEMCHAT_MALLOC_TRIM_IDLE": "0"}).server.malloc_trim_idle == 0.0
+    with pytest.raises(ConfigError, match="MEMCHAT_MALLOC_TRIM_IDLE"):
+        Settings.from_env({"MEMCHAT_MALLOC_TRIM_IDLE": "-5"})
+
+
+async def test_requests_in_flight_count_as_work_and_probes_do_not() -> None:
+    from app.api.observe import Observe
+    from app.obs.metrics import Metrics
+
+    metrics = Metrics(registry=CollectorRegistry())
+    seen: list[int] = []
+
+    async def app(scope, receive, send) -> None:
+        seen.append(metrics.requests_in_flight)
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    async def send(message) -> None:
+        pass
+
+    observe = Observe(app, metrics, access_log=False)
+    for path in ("/v1/chat/completions", "/metrics", "/healthz", "/api/memories"):
+        await observe({"type": "http", "path": path, "method": "GET", "headers": []}, None, send)
+    assert seen == [1, 0, 0, 1]
+    assert (metrics.requests_started, metrics.requests_in_flight) == (2, 0)
+
+
+async def test_the_server_trims_its_heap_when_quiet_and_reports_it(tmp_path: Path) -> None:
+    """Scraping /metrics is not work: the idle server trims once, then again after a request."""
+    import anyio
+    from litestar.testing import AsyncTestClient
+
+    from app.api.observe import Observe
+    from app.main import create_app
+
+    settings = Settings.from_env({"MEMCHAT_DATA_DIR": str(tmp_path), "MEMCHAT_EMBEDDER": "none",
+                                  "MEMCHAT_MALLOC_TRIM_IDLE": "0.05"})
+
+    async def trims_reach(client: AsyncTestClient, wanted: int) -> str:
+        with anyio.fail_after(10):
+            while True:
+                text = (await client.get("/metrics")).text
+                count = next(float(line.split()[-1]) for line in text.splitlines()
+                             if line.startswith("memchat_heap_trim_seconds_count"))
+                if count >= wanted:
+                    return text
+                await anyio.sleep(0.05)
+
+    app = create_app(settings)
+    async with AsyncTestClient(Observe(app, app.state.metrics, access_log=False)) as client:  # as uvicorn runs it
+        await trims_reach(client, 1)
+        assert (await client.get("/v1/models")).status_code in (200, 401)
+        text = await trims_reach(client, 2)
+        assert "memchat_heap_released_bytes_total" in text
