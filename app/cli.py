@@ -33,9 +33,29 @@ def _metrics_dir(data_dir: Path, workers: int) -> None:
     os.environ[MULTIPROC_ENV] = str(path.resolve())
 
 
+def _restart_with_jemalloc() -> int:
+    """``MEMCHAT_ALLOCATOR=jemalloc``: this process starts again, same command line, jemalloc preloaded
+    (`app.heap`); returns only on failure, with the exit code of a configuration error."""
+    from app.heap import JEMALLOC_DIRS, JEMALLOC_LIBRARY, PRELOADED_MARK, find_jemalloc, preload_jemalloc
+
+    if os.environ.get(PRELOADED_MARK):
+        print(f"memchat: configuration error: MEMCHAT_ALLOCATOR=jemalloc: {os.environ.get('LD_PRELOAD')} was "
+              "preloaded but malloc is not jemalloc's", file=sys.stderr)
+        return 2
+    library = find_jemalloc()
+    if library is None:
+        print(f"memchat: configuration error: MEMCHAT_ALLOCATOR=jemalloc but {JEMALLOC_LIBRARY} is in none of "
+              f"{', '.join(JEMALLOC_DIRS)} (Debian/Ubuntu: apt install libjemalloc2)", file=sys.stderr)
+        return 2
+    argv = [sys.executable, *sys.orig_argv[1:]]
+    os.execve(sys.executable, argv, preload_jemalloc(os.environ, library))
+    return 2  # not reached: execve replaces the process or raises
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from app.heap import jemalloc_active
     from app.obs.logs import configure_logging
 
     os.environ["MEMCHAT_DATA_DIR"] = str(args.data_dir)
@@ -47,6 +67,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"memchat: configuration error: {exc}", file=sys.stderr)
         return 2
+    if settings.server.allocator == "jemalloc" and not jemalloc_active():
+        return _restart_with_jemalloc()
     configure_logging(settings.server.log_format, settings.server.log_level)
     args.data_dir.mkdir(parents=True, exist_ok=True)
     _metrics_dir(args.data_dir, args.workers)

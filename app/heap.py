@@ -1,5 +1,5 @@
-"""The server process's C heap: freed memory handed back to the OS (`HeapTrimmer`, on by default), an opt-in
-fixed glibc mmap threshold, and the garbage collector's start-up freeze.
+"""The server process's C heap: freed memory handed back to the OS (`HeapTrimmer`, on by default), jemalloc in
+place of glibc's malloc (opt-in), an opt-in fixed glibc mmap threshold, and the garbage collector's start-up freeze.
 
 **Trimming.** LanceDB and Arrow allocate and free with glibc's ``malloc`` from many threads (the tokio runtime,
 anyio's worker threads), so the freed memory is spread over up to 8 arenas per core, and glibc gives back only
@@ -11,6 +11,17 @@ the third round answered fewer requests, so `HeapTrimmer` trims only once the pr
 in flight, no commit running, nothing new for ``MEMCHAT_MALLOC_TRIM_IDLE`` seconds (10; 0: never), once per
 quiet spell, in a worker thread, off the event loop; what each call released and how long it took are in
 ``/metrics``.
+
+**jemalloc (opt-in).** Trimming gives back what is free; it does not stop glibc's heap from growing. In
+isolation (one table, caches bounded) LanceDB's compaction -- not the appends, reads, indexes or version
+cleanup -- leaves glibc's heap ~25-45 MiB larger per 1 500 one-row writes compacted every 32, and closing the
+table and its connection does not give it back: memory fragmented by the allocator, not held by LanceDB. The
+same work preloaded with jemalloc stays flat after its first round (``scripts/bench_heap_growth.py``;
+docs/benchmarks.md, "Soak, repeated"). ``MEMCHAT_ALLOCATOR=jemalloc`` makes ``memchat serve`` start itself
+again with ``libjemalloc.so.2`` in ``LD_PRELOAD`` (Debian/Ubuntu: ``apt install libjemalloc2``) and
+``MALLOC_CONF`` set to return freed pages after a second (`JEMALLOC_CONF`, unless the operator set
+``MALLOC_CONF``); the uvicorn workers and the embedding worker inherit it. With jemalloc the glibc-only
+settings (trimming, the mmap threshold) do nothing and are skipped.
 
 **The mmap threshold (opt-in).**
 
@@ -53,6 +64,16 @@ M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
 OPERATOR_VARIABLES = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
 
+JEMALLOC_LIBRARY = "libjemalloc.so.2"
+JEMALLOC_DIRS = ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib64", "/usr/lib",
+                 "/usr/local/lib")
+# Freed pages go back to the OS after ~1 s, by jemalloc's own thread (its default waits 10 s and, in the scratch
+# runs of the docstring, held ~20 MiB more).
+JEMALLOC_CONF = "background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0"
+# Set in the environment of the process `preload_jemalloc` starts, so that a preload that did not take is an
+# error instead of a loop of restarts.
+PRELOADED_MARK = "MEMCHAT_JEMALLOC_PRELOADED"
+
 
 def _libc() -> ctypes.CDLL | None:
     name = ctypes.util.find_library("c")
@@ -62,13 +83,41 @@ def _libc() -> ctypes.CDLL | None:
         return None
 
 
+def jemalloc_active() -> bool:
+    """True when this process's ``malloc`` is jemalloc's (preloaded or linked in): its ``mallctl`` is visible."""
+    try:
+        return getattr(ctypes.CDLL(None), "mallctl", None) is not None
+    except OSError:
+        return False
+
+
+def find_jemalloc(dirs: tuple[str, ...] = JEMALLOC_DIRS) -> str | None:
+    """The path of ``libjemalloc.so.2`` in the usual library folders, None when it is in none of them."""
+    for folder in dirs:
+        path = os.path.join(folder, JEMALLOC_LIBRARY)
+        if os.path.isfile(path):
+            return path
+    return None
+
+
+def preload_jemalloc(env: Mapping[str, str], library: str) -> dict[str, str]:
+    """The environment for a process whose ``malloc`` is jemalloc: ``library`` first in ``LD_PRELOAD``,
+    ``MALLOC_CONF`` = `JEMALLOC_CONF` unless the operator chose one, and `PRELOADED_MARK`."""
+    new = dict(env)
+    others = [p for p in new.get("LD_PRELOAD", "").replace(":", " ").split() if p != library]
+    new["LD_PRELOAD"] = " ".join([library, *others])
+    new.setdefault("MALLOC_CONF", JEMALLOC_CONF)
+    new[PRELOADED_MARK] = "1"
+    return new
+
+
 def operator_chose(env: Mapping[str, str]) -> bool:
     return any(env.get(v) for v in OPERATOR_VARIABLES) or "glibc.malloc." in env.get("GLIBC_TUNABLES", "")
 
 
 def fix_mmap_threshold(threshold_kb: int, env: Mapping[str, str] | None = None) -> bool:
     """Fix glibc's mmap threshold (and its trim threshold) at ``threshold_kb`` KiB; True when it was set."""
-    if threshold_kb <= 0 or operator_chose(os.environ if env is None else env):
+    if threshold_kb <= 0 or operator_chose(os.environ if env is None else env) or jemalloc_active():
         return False
     libc = _libc()
     mallopt = getattr(libc, "mallopt", None)
@@ -135,7 +184,7 @@ class HeapTrimmer:
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
-        if self.idle <= 0:
+        if self.idle <= 0 or jemalloc_active():  # jemalloc returns its free pages itself (`JEMALLOC_CONF`)
             return
         previous: Hashable | None = None
         trimmed_at: Hashable | None = None

@@ -27,7 +27,7 @@ from app.commits.log import CommitLog
 from app.commits.scheduler import CommitScheduler
 from app.commits.sweeper import CommitSweeper
 from app.config import Settings
-from app.heap import HeapTrimmer, fix_mmap_threshold
+from app.heap import HeapTrimmer, fix_mmap_threshold, jemalloc_active
 from app.llm.backend import ChatBackend
 from app.llm.offline import OfflineResponder
 from app.llm.upstream import UpstreamClient
@@ -119,6 +119,8 @@ class Services:
 
         limit_blas_threads(1)  # the vector cache's products run on the event loop (`bert_ops.limit_blas_threads`)
         fix_mmap_threshold(settings.server.malloc_mmap_threshold_kb)  # opt-in (`app.heap`)
+        if jemalloc_active():
+            log.info("heap: malloc is jemalloc's; glibc's trimming and mmap threshold are not used")
         embedder = _embedder(settings, backend)
         stack.push_async_callback(embedder.aclose)
         store_cache = cache_session(settings.store.metadata_cache_mb, settings.store.index_cache_mb)

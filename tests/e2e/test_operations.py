@@ -165,3 +165,30 @@ def test_slow_callback_report_counts_callbacks_over_the_threshold(tmp_path: Path
             srv.stop()
             logged = "took" in srv.log_text() and "Executing" in srv.log_text()
         assert (count > 0, logged) == (expect_some, expect_some), (setting, count)
+
+
+def test_jemalloc_allocator_reaches_every_worker(tmp_path: Path, clean_fake: FakeUpstream) -> None:
+    """``MEMCHAT_ALLOCATOR=jemalloc``: ``memchat serve`` starts itself again with jemalloc preloaded, same pid;
+    the supervisor and both uvicorn workers run on it and the server answers."""
+    from app.heap import JEMALLOC_CONF, find_jemalloc
+
+    assert find_jemalloc(), "libjemalloc.so.2 is missing: `make test` installs Debian's libjemalloc2"
+
+    def children(pid: int) -> list[int]:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+    with MemchatServer(tmp_path / "data", env=env_for(clean_fake, MEMCHAT_ALLOCATOR="jemalloc"), workers=2) as srv:
+        for _ in range(4):
+            resp = httpx2.post(f"{srv.url}/v1/chat/completions", json=CHAT, headers=H1, timeout=30)
+            assert resp.status_code == 200
+        deadline = time.monotonic() + 30
+        while len(workers := children(srv.pid)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert len(workers) >= 2, workers
+        for pid in [srv.pid, *workers]:
+            assert "libjemalloc.so.2" in Path(f"/proc/{pid}/maps").read_text(), pid
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+            assert f"MALLOC_CONF={JEMALLOC_CONF}".encode() in environ, pid
+    # the default: the system's malloc
+    with MemchatServer(tmp_path / "data2", env=env_for(clean_fake)) as srv:
+        assert "libjemalloc" not in Path(f"/proc/{srv.pid}/maps").read_text()
