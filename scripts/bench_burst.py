@@ -169,6 +169,10 @@ def main() -> None:
                 print(" | ".join(str(c) for c in rows[-1]), flush=True)
                 time.sleep(2)
     finally:
+        # What the debug arm's loop reported (asyncio's "Executing <callback> took N seconds" warnings), so that
+        # a callback over the threshold is named, not only counted; read before the stop removes the log.
+        reported = [short(line.strip()) for name, server in arms if name == "memchat-debug"
+                    for line in server.log_text().splitlines() if "Executing" in line and "took" in line]
         stop_all(*(server for _, server in reversed(arms)), fake)
     table = md_table(["streams", "arm", "errors", "TTFT p50 ms", "TTFT p99 ms", "p99 gap ms", "server CPU s",
                       "other processes, cores", "loop-lag probes > 50 ms",
@@ -179,9 +183,17 @@ def main() -> None:
             f"before {load_before}, after {load_now()}. Upstream: first token after 100 ms, then {args.tokens} tokens "
             f"100 ms apart. Each memchat stream is a new namespace; memchat has {args.workers} worker(s)."
             f"{DEBUG_NOTE if args.slow_callbacks > 0 else ''}\n\n{table}\n")
+    if args.slow_callbacks > 0:
+        body += (f"\nCallbacks the debug arm reported over {args.slow_callbacks:g} ms ({len(reported)}):\n\n"
+                 + "".join(f"* `{line}`\n" for line in reported[:10]))
     print(body)
     if not args.no_docs:
         write_section("Burst of new users", body)
+
+
+def short(line: str, keep: int = 260) -> str:
+    """A long log line cut in its middle, so that both the callback and "took N seconds" stay."""
+    return line if len(line) <= 2 * keep else f"{line[:keep]} … {line[-keep:]}"
 
 
 if __name__ == "__main__":
