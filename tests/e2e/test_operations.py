@@ -169,7 +169,8 @@ def test_slow_callback_report_counts_callbacks_over_the_threshold(tmp_path: Path
 
 def test_jemalloc_allocator_reaches_every_worker(tmp_path: Path, clean_fake: FakeUpstream) -> None:
     """``MEMCHAT_ALLOCATOR=jemalloc``: ``memchat serve`` starts itself again with jemalloc preloaded, same pid;
-    the supervisor and both uvicorn workers run on it and the server answers."""
+    the supervisor and both uvicorn workers run on it, the server answers, and glibc's idle trim stands down.
+    The default server, the control, runs on the system's malloc and trims once quiet."""
     from app.heap import JEMALLOC_CONF, find_jemalloc
 
     assert find_jemalloc(), "libjemalloc.so.2 is missing: `make test` installs Debian's libjemalloc2"
@@ -177,7 +178,22 @@ def test_jemalloc_allocator_reaches_every_worker(tmp_path: Path, clean_fake: Fak
     def children(pid: int) -> list[int]:
         return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
 
-    with MemchatServer(tmp_path / "data", env=env_for(clean_fake, MEMCHAT_ALLOCATOR="jemalloc"), workers=2) as srv:
+    def trims(url: str) -> float:
+        families = text_string_to_metric_families(httpx2.get(f"{url}/metrics", timeout=10).text)
+        hist = next(f for f in families if f.name == "memchat_heap_trim_seconds")
+        return sum(s.value for s in hist.samples if s.name.endswith("_count"))
+
+    quick_trim = {"MEMCHAT_MALLOC_TRIM_IDLE": "0.2"}
+    with MemchatServer(tmp_path / "data2", env=env_for(clean_fake, **quick_trim)) as srv:
+        assert "libjemalloc" not in Path(f"/proc/{srv.pid}/maps").read_text()
+        assert httpx2.post(f"{srv.url}/v1/chat/completions", json=CHAT, headers=H1, timeout=30).status_code == 200
+        started = time.monotonic()
+        while not trims(srv.url) and time.monotonic() - started < 20:
+            time.sleep(0.1)
+        took = time.monotonic() - started
+        assert trims(srv.url) >= 1
+    env = env_for(clean_fake, MEMCHAT_ALLOCATOR="jemalloc", **quick_trim)
+    with MemchatServer(tmp_path / "data", env=env, workers=2) as srv:
         for _ in range(4):
             resp = httpx2.post(f"{srv.url}/v1/chat/completions", json=CHAT, headers=H1, timeout=30)
             assert resp.status_code == 200
@@ -189,6 +205,5 @@ def test_jemalloc_allocator_reaches_every_worker(tmp_path: Path, clean_fake: Fak
             assert "libjemalloc.so.2" in Path(f"/proc/{pid}/maps").read_text(), pid
             environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
             assert f"MALLOC_CONF={JEMALLOC_CONF}".encode() in environ, pid
-    # the default: the system's malloc
-    with MemchatServer(tmp_path / "data2", env=env_for(clean_fake)) as srv:
-        assert "libjemalloc" not in Path(f"/proc/{srv.pid}/maps").read_text()
+        time.sleep(max(1.0, 3 * took))  # three times what the control needed to trim
+        assert trims(srv.url) == 0
