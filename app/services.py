@@ -11,7 +11,7 @@ import socket
 import time
 import uuid
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
@@ -42,6 +42,7 @@ from app.memory.retrieval import MemoryRetriever
 from app.memory.service import MemoryService
 from app.memory.store import MemoryStore
 from app.memory.versions import VersionLog
+from app.obs.gc_pauses import GcPauses
 from app.obs.metrics import Metrics
 from app.storage.compaction import Compactor
 from app.storage.connection import cache_session, connect
@@ -55,6 +56,7 @@ GAUGE_INTERVAL = 1.0  # seconds between gauge samples (with several workers, how
 # (measured: a quarter of a worker's CPU in a commit drain when every scrape read it), so no scrape does
 STORE_CACHE_SAMPLE = 30.0
 LOOP_PROBE_PERIOD = 0.25  # seconds between event-loop lag probes
+LONG_GC_PAUSE = 0.05  # a garbage collection longer than this is also logged (it held a request step that long)
 FORGET_GRACE = 0.5  # seconds after one journal flush interval before a forget's second pass
 
 
@@ -105,6 +107,7 @@ class Services:
     metrics: Metrics
     heap_trimmer: HeapTrimmer
     store_cache: Any = None  # the connection's lancedb.Session (its caches' size is a gauge)
+    gc_pauses: GcPauses = field(default_factory=GcPauses)  # collections timed; drained by the loop-lag probe
     task_group: TaskGroup | None = None
 
     @classmethod
@@ -199,6 +202,7 @@ class Services:
         await task_group.start(self.sweeper.run)
         await task_group.start(self.compactor.run)
         await task_group.start(self.heap_trimmer.run)
+        task_group.start_soon(self._timed_collections)
         task_group.start_soon(self._maintenance_loop)
         task_group.start_soon(self._loop_lag_probe)
         task_group.start_soon(self._gauge_loop)
@@ -238,6 +242,20 @@ class Services:
         await self.memories.versions.maintain()
         await self.memories.marks.maintain()
 
+    async def _timed_collections(self) -> None:
+        """Time the garbage collector's passes while the app runs (the hook is removed when this is cancelled)."""
+        remove = self.gc_pauses.install()
+        try:
+            await anyio.sleep_forever()
+        finally:
+            remove()
+
+    def _observe_gc_pause(self, generation: int, seconds: float) -> None:
+        self.metrics.observe_gc_pause(generation, seconds)
+        if seconds > LONG_GC_PAUSE:
+            log.warning("garbage collection of generation %d took %.3f s (the thread that allocated waited)",
+                        generation, seconds)
+
     async def _loop_lag_probe(self, period: float = LOOP_PROBE_PERIOD) -> None:
         """Sleep ``period`` again and again; how late each wake-up comes is the event loop's lag: a
         callback that holds the loop for 50 ms shows as a 50 ms observation."""
@@ -245,6 +263,7 @@ class Services:
             started = anyio.current_time()
             await anyio.sleep(period)
             self.metrics.loop_lag.observe(max(0.0, anyio.current_time() - started - period))
+            self.gc_pauses.drain(self._observe_gc_pause)
 
     async def _maintenance_loop(self) -> None:
         interval = self.settings.memory.maintenance_interval

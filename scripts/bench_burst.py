@@ -7,7 +7,9 @@ content chunks, the server's CPU, and -- for memchat -- its event-loop lag durin
 ``memchat_event_loop_lag_seconds`` histogram: observations over 50 ms). Levels run floor, memchat,
 floor, memchat, ... so both meet the same machine. The probe says the loop was late, not whether one callback
 held it or many short ones queued; ``--slow-callbacks 50`` adds an arm whose loop times every callback
-(``MEMCHAT_LOOP_SLOW_CALLBACK_MS``, asyncio's debug mode) and counts those over 50 ms.
+(``MEMCHAT_LOOP_SLOW_CALLBACK_MS``, asyncio's debug mode) and counts those over 50 ms. Every memchat arm
+also reports the garbage collector's full passes during the burst and the longest (``memchat_gc_pause_seconds``,
+generation 2): a pass runs inside whichever request step allocated, so a long one is a long callback.
 
     .venv/bin/python scripts/bench_burst.py                     # 100, 300, 500 streams
     .venv/bin/python scripts/bench_burst.py --levels 500 --workers 2
@@ -82,22 +84,35 @@ def lag_over(url: str, threshold: float = 0.05) -> tuple[float, float]:
     return total, total - under
 
 
-def slow_callbacks(url: str) -> tuple[float, dict[float, float]]:
-    """(callbacks the slow-callback report counted so far, cumulative bucket counts by upper bound)."""
+def histogram(url: str, family: str, **labels: str) -> tuple[float, dict[float, float]]:
+    """(observations of a histogram so far, cumulative bucket counts by upper bound); ``labels`` pick a child."""
     families = text_string_to_metric_families(httpx2.get(f"{url}/metrics", timeout=30).text)
-    hist = next(f for f in families if f.name == "memchat_event_loop_slow_callbacks_seconds")
-    total = next(s.value for s in hist.samples if s.name.endswith("_count"))
-    buckets = {float(s.labels["le"]): s.value for s in hist.samples if s.name.endswith("_bucket")}
+    hist = next(f for f in families if f.name == family)
+    mine = [s for s in hist.samples if all(s.labels.get(k) == v for k, v in labels.items())]
+    total = next(s.value for s in mine if s.name.endswith("_count"))
+    buckets = {float(s.labels["le"]): s.value for s in mine if s.name.endswith("_bucket")}
     return total, buckets
 
 
+def slow_callbacks(url: str) -> tuple[float, dict[float, float]]:
+    """The slow-callback report's histogram (see `histogram`)."""
+    return histogram(url, "memchat_event_loop_slow_callbacks_seconds")
+
+
+def full_collections(url: str) -> tuple[float, dict[float, float]]:
+    """The garbage collector's full (generation 2) passes (see `histogram`)."""
+    return histogram(url, "memchat_gc_pause_seconds", generation="2")
+
+
 def slow_note(before: tuple[float, dict[float, float]], after: tuple[float, dict[float, float]]) -> str:
-    """"N (longest ≤ X ms)" for the callbacks counted between two scrapes."""
+    """"N (longest ≤ X ms)" for the observations counted between two scrapes of a histogram."""
     n = int(after[0] - before[0])
     if n == 0:
         return "0"
     longest = min(le for le, c in after[1].items() if c - before[1].get(le, 0.0) >= n)
-    return f"{n} (longest ≤ {longest * 1000:.0f} ms)" if longest != float("inf") else f"{n} (longest > 5 s)"
+    if longest == float("inf"):
+        return f"{n} (longest > {max(le for le in after[1] if le != float('inf')) * 1000:.0f} ms)"
+    return f"{n} (longest ≤ {longest * 1000:g} ms)"
 
 
 def wait_quiet(limit: float = 90.0, cores: float = 0.15) -> float:
@@ -155,6 +170,7 @@ def main() -> None:
                 meter = CpuMeter(server.pid)
                 lag0 = lag_over(server.url) if name != "floor" else (0.0, 0.0)
                 slow0 = slow_callbacks(server.url) if name == "memchat-debug" else None
+                full0 = full_collections(server.url) if name != "floor" else None
                 run = uuid.uuid4().hex[:6]
                 path_of = (lambda i: PATH) if name == "floor" else (
                     lambda i, run=run: f"/v1/memory/chat/completions?namespace=new-{run}-{i}")
@@ -165,6 +181,7 @@ def main() -> None:
                 rows.append([n, name, int(s["errors"]), f"{s['ttft50']:.0f}", f"{s['ttft99']:.0f}", f"{s['gap99']:.0f}",
                              f"{sum(cpu['procs'].values()):.1f}", f"{cpu['foreign_cores']:.2f}",
                              "—" if name == "floor" else f"{int(lag[1] - lag0[1])} of {int(lag[0] - lag0[0])}",
+                             "—" if full0 is None else slow_note(full0, full_collections(server.url)),
                              "—" if slow0 is None else slow_note(slow0, slow_callbacks(server.url))])
                 print(" | ".join(str(c) for c in rows[-1]), flush=True)
                 time.sleep(2)
@@ -172,10 +189,11 @@ def main() -> None:
         # What the debug arm's loop reported (asyncio's "Executing <callback> took N seconds" warnings), so that
         # a callback over the threshold is named, not only counted; read before the stop removes the log.
         reported = [short(line.strip()) for name, server in arms if name == "memchat-debug"
-                    for line in server.log_text().splitlines() if "Executing" in line and "took" in line]
+                    for line in server.log_text().splitlines()
+                    if ("Executing" in line or "garbage collection" in line) and "took" in line]
         stop_all(*(server for _, server in reversed(arms)), fake)
     table = md_table(["streams", "arm", "errors", "TTFT p50 ms", "TTFT p99 ms", "p99 gap ms", "server CPU s",
-                      "other processes, cores", "loop-lag probes > 50 ms",
+                      "other processes, cores", "loop-lag probes > 50 ms", "full GC passes",
                       f"callbacks > {args.slow_callbacks:g} ms" if args.slow_callbacks > 0 else "slow callbacks"], rows)
     body = (f"```\n.venv/bin/python scripts/bench_burst.py {'--quick' if args.quick else '--levels ' + args.levels}"
             f"{' --workers ' + str(args.workers) if args.workers > 1 else ''}{' --aiohttp' if args.aiohttp else ''}"
@@ -184,7 +202,8 @@ def main() -> None:
             f"100 ms apart. Each memchat stream is a new namespace; memchat has {args.workers} worker(s)."
             f"{DEBUG_NOTE if args.slow_callbacks > 0 else ''}\n\n{table}\n")
     if args.slow_callbacks > 0:
-        body += (f"\nCallbacks the debug arm reported over {args.slow_callbacks:g} ms ({len(reported)}):\n\n"
+        body += (f"\nCallbacks the debug arm reported over {args.slow_callbacks:g} ms, and its garbage collections "
+                 f"over 50 ms ({len(reported)}):\n\n"
                  + "".join(f"* `{line}`\n" for line in reported[:10]))
     print(body)
     if not args.no_docs:

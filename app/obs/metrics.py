@@ -32,6 +32,7 @@ FAST_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
 COMMIT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 COUNT_BUCKETS = (0, 1, 2, 4, 8, 16, 32, 64)
 SLOW_CALLBACK_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+GC_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 LAG_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
@@ -160,6 +161,9 @@ class Metrics:
         self.slow_callbacks = Histogram("memchat_event_loop_slow_callbacks_seconds", "Event-loop callbacks that "
                                         "ran longer than MEMCHAT_LOOP_SLOW_CALLBACK_MS (only when it is set), by "
                                         "duration.", buckets=SLOW_CALLBACK_BUCKETS, registry=r)
+        self.gc_pause = Histogram("memchat_gc_pause_seconds", "CPython's garbage collections by generation (2 = "
+                                  "full) and duration: the thread that allocated waits, the event loop included.",
+                                  ["generation"], buckets=GC_BUCKETS, registry=r)
         self.heap_trim_seconds = Histogram("memchat_heap_trim_seconds", "malloc_trim calls that handed the C "
                                            "heap's free pages back to the OS (after MEMCHAT_MALLOC_TRIM_IDLE "
                                            "quiet seconds, in a worker thread), by duration.",
@@ -168,6 +172,7 @@ class Metrics:
                                      registry=r)
         for outcome in ("done", "failed"):
             self.commits.labels(outcome)
+        self._gc_pause_by_generation = [self.gc_pause.labels(str(generation)) for generation in range(3)]
         self._meters: dict[str, StreamMeter] = {}
         # This process's HTTP requests (plain counts, read by the heap trimmer to tell a quiet process).
         self.requests_started = 0
@@ -178,6 +183,9 @@ class Metrics:
         if meter is None:
             meter = self._meters[surface] = StreamMeter(self, surface)
         return meter
+
+    def observe_gc_pause(self, generation: int, seconds: float) -> None:
+        self._gc_pause_by_generation[generation].observe(seconds)
 
     def upstream_error(self, status: int | str) -> None:
         self.upstream_errors.labels(str(status)).inc()

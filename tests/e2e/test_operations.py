@@ -147,6 +147,28 @@ def test_the_event_loop_lag_probe_reports(server: MemchatServer) -> None:
     assert any(s.name.endswith("_bucket") and s.labels["le"] == "+Inf" for s in lag.samples)
 
 
+def test_garbage_collections_are_timed_by_generation(server: MemchatServer) -> None:
+    """Serving requests allocates, so the young generation is collected; each pass reaches the histogram
+    with its generation, and the count only grows."""
+    def counts() -> dict[str, float]:
+        families = text_string_to_metric_families(httpx2.get(f"{server.url}/metrics", timeout=10).text)
+        hist = next(f for f in families if f.name == "memchat_gc_pause_seconds")
+        return {s.labels["generation"]: s.value for s in hist.samples if s.name.endswith("_count")}
+
+    before = counts()
+    assert set(before) == {"0", "1", "2"}
+    for _ in range(5):
+        assert httpx2.post(f"{server.url}/v1/chat/completions", json=CHAT, headers=H1, timeout=30).status_code == 200
+    import time
+
+    deadline = time.monotonic() + 10
+    while counts()["0"] <= before["0"] and time.monotonic() < deadline:
+        time.sleep(0.3)
+    after = counts()
+    assert after["0"] > before["0"]
+    assert all(after[g] >= before[g] for g in after)
+
+
 def test_slow_callback_report_counts_callbacks_over_the_threshold(tmp_path: Path, clean_fake: FakeUpstream) -> None:
     """``MEMCHAT_LOOP_SLOW_CALLBACK_MS`` turns on the report in the real server (uvloop): with a threshold of
     1 µs every callback that does real work is over it, so serving requests must be counted and logged; without
