@@ -28,6 +28,7 @@ from app.commits.scheduler import CommitScheduler
 from app.commits.sweeper import CommitSweeper
 from app.config import Settings
 from app.heap import HeapTrimmer, fix_mmap_threshold, jemalloc_active
+from app.heap_usage import heap_usage
 from app.llm.backend import ChatBackend
 from app.llm.offline import OfflineResponder
 from app.llm.upstream import UpstreamClient
@@ -226,12 +227,20 @@ class Services:
         if session is not None:
             self.metrics.store_cache_bytes.set(await anyio.to_thread.run_sync(lambda: session.size_bytes))
 
+    async def sample_heap(self) -> None:
+        """Set the C heap gauge (in use / kept free by the allocator), read in a worker thread."""
+        usage = await anyio.to_thread.run_sync(heap_usage)
+        if usage is not None:
+            self.metrics.heap_bytes.labels("in_use").set(usage.in_use)
+            self.metrics.heap_bytes.labels("free").set(usage.free)
+
     async def _gauge_loop(self) -> None:
         next_cache_sample = 0.0
         while True:
             self.sample_gauges()
             if time.monotonic() >= next_cache_sample:
                 await self.sample_store_cache()
+                await self.sample_heap()
                 next_cache_sample = time.monotonic() + STORE_CACHE_SAMPLE
             await anyio.sleep(GAUGE_INTERVAL)
 

@@ -169,6 +169,8 @@ def point(label: str, t: float, mc: Memchat, load: Load | None, cores: float | N
     rss = rss_mib(mc.pid)
     return {"label": label, "t": t, "rss": rss, "rss_children": rss - own_rss_mib(mc.pid),
             "store_cache": m.get("memchat_store_cache_bytes", 0) / 2**20,
+            "heap_in_use": m.get('memchat_heap_bytes{state="in_use"}', 0) / 2**20,
+            "heap_free": m.get('memchat_heap_bytes{state="free"}', 0) / 2**20,
             "trimmed": m.get("memchat_heap_released_bytes_total", 0) / 2**20, "cores": cores, "done": load.done if load else 0,
             "errors": load.errors() if load else 0, "commits": m.get('memchat_commits_total{outcome="done"}', 0),
             "failed": m.get('memchat_commits_total{outcome="failed"}', 0),

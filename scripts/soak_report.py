@@ -16,6 +16,11 @@ def bucket_quantile(m: dict[str, float], name: str, q: float) -> float | None:
     return next((le for le, count in buckets if count >= q * total), None) if total else None
 
 
+def heap(p: dict[str, Any]) -> str:
+    """The server process's C heap as its allocator sees it (`memchat_heap_bytes`, sampled every 30 s)."""
+    return f"{p.get('heap_in_use', 0):.0f} / {p.get('heap_free', 0):.0f}"
+
+
 def rounds_table(out: dict[str, Any]) -> str:
     """``--rounds``: RSS and commits after each round's hold and drain, round 1 from the main samples."""
     if not out["rounds"]:
@@ -25,10 +30,11 @@ def rounds_table(out: dict[str, Any]) -> str:
     rows = first + [(str(rd["round"]), rd["requests"], rd["errors"], rd["hold"], rd["idle"]) for rd in out["rounds"]]
     base = out["samples"][0]["rss"]
     table = md_table(["round", "requests", "errors", "RSS end of hold MiB", "RSS after the drain MiB",
-                      "vs after warm-up", "of it: LanceDB caches MiB", "given back by malloc_trim MiB (total)",
-                      "commits done (total)", "pending"],
+                      "vs after warm-up", "of it: LanceDB caches MiB", "C heap in use / kept free MiB",
+                      "given back by malloc_trim MiB (total)", "commits done (total)", "pending"],
                      [[r, n, e, f"{h['rss']:.0f}", f"{i['rss']:.0f}", f"{(i['rss'] - base) / base * 100:+.1f} %",
-                       f"{i['store_cache']:.0f}", f"{i.get('trimmed', 0):.0f}", f"{i['commits']:.0f}", f"{i['pending']:.0f}"]
+                       f"{i['store_cache']:.0f}", heap(i), f"{i.get('trimmed', 0):.0f}", f"{i['commits']:.0f}",
+                       f"{i['pending']:.0f}"]
                       for r, n, e, h, i in rows])
     return (f"The same load {len(rows)} times on the same server (new conversations, same namespaces), each "
             f"followed by its drain; RSS after warm-up {base:.0f} MiB:\n\n{table}\n")
@@ -41,9 +47,11 @@ def report(args: argparse.Namespace, info: dict[str, Any], out: dict[str, Any]) 
                   [[f"`{s}`", st.clients, st.ok, ", ".join(f"{k} {v}" for k, v in st.errors.most_common()) or "0",
                     f"{ms(pct(st.ttft, 50))} / {ms(pct(st.ttft, 99))} ({'response' if s == 'openai-json' else 'TTFT'})",
                     f"{ms(pct(st.gaps, 50))} / {ms(pct(st.gaps, 99))}" if st.gaps else "—"] for s, st in load.stats.items()])
-    t2 = md_table(["point", "t (s)", "server RSS MiB", "of it: child processes", "LanceDB caches MiB", "server cores",
+    t2 = md_table(["point", "t (s)", "server RSS MiB", "of it: child processes", "LanceDB caches MiB",
+                   "C heap in use / kept free MiB", "server cores",
                    "requests done", "errors", "commits done", "memories written", "event-loop tasks", "pending commits"],
                   [[p["label"], f"{p['t']:.0f}", f"{p['rss']:.0f}", f"{p['rss_children']:.0f}", f"{p['store_cache']:.0f}",
+                    heap(p),
                     fmt(p["cores"], 2) if p["cores"] is not None else "",
                     p["done"], p["errors"], f"{p['commits']:.0f}", f"{p['memories']:.0f}", f"{p['tasks']:.0f}",
                     f"{p['pending']:.0f}"] for p in out["samples"]])
@@ -77,7 +85,8 @@ personal chat sends the `session_id`, websocket the `chat_id`. Latency = request
 {examples or 'No errors.'}
 
 Server RSS (process tree; "child processes": the embedding model's worker), LanceDB's metadata and index
-caches (`memchat_store_cache_bytes`), and memchat's CPU seconds per wall second since the previous sample. Whole load:
+caches (`memchat_store_cache_bytes`), the server process's C heap as its allocator counts it (`memchat_heap_bytes`:
+in use, and kept free -- resident or already trimmed; sampled every 30 s), and memchat's CPU seconds per wall second since the previous sample. Whole load:
 memchat {cpu['procs'][info['mc_pid']] / cpu['wall']:.2f} cores, fake upstream {cpu['procs'][info['fake_pid']] / cpu['wall']:.2f},
 client {cpu['client_cores']:.2f}, other processes {cpu['foreign_cores']:.2f}.
 

@@ -149,6 +149,9 @@ class Metrics:
                              "slots.", **gauge)
         self.store_cache_bytes = Gauge("memchat_store_cache_bytes", "Bytes held by LanceDB's metadata and index "
                                        "caches (bounded by MEMCHAT_STORE_*_CACHE_MB; sampled every 30 s).", **gauge)
+        self.heap_bytes = Gauge("memchat_heap_bytes", "The C allocator's heap (glibc or jemalloc): bytes in use by "
+                                "the program, and bytes it keeps free (sampled every 30 s; app/heap_usage.py).",
+                                ["state"], **gauge)
         self.vector_cache_bytes = Gauge("memchat_vector_cache_bytes", "Bytes of namespace vectors held for the "
                                         "dense search leg (bounded by MEMCHAT_VECTOR_CACHE_MB).", **gauge)
         self.vector_cache_loads = Gauge("memchat_vector_cache_loads", "Namespaces read into the vector cache "

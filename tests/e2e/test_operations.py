@@ -169,6 +169,17 @@ def test_garbage_collections_are_timed_by_generation(server: MemchatServer) -> N
     assert all(after[g] >= before[g] for g in after)
 
 
+def test_the_c_heap_is_reported_in_use_and_free(server: MemchatServer) -> None:
+    """The server samples its allocator from start-up on: the program's C heap in use (LanceDB, Arrow, the
+    interpreter's own allocations) is tens of MiB at least; what glibc keeps free is a number, maybe small."""
+    families = text_string_to_metric_families(httpx2.get(f"{server.url}/metrics", timeout=10).text)
+    heap = next(f for f in families if f.name == "memchat_heap_bytes")
+    states = {s.labels["state"]: s.value for s in heap.samples}
+    assert set(states) == {"in_use", "free"}
+    assert states["in_use"] > 10 * (1 << 20)
+    assert states["free"] >= 0
+
+
 def test_slow_callback_report_counts_callbacks_over_the_threshold(tmp_path: Path, clean_fake: FakeUpstream) -> None:
     """``MEMCHAT_LOOP_SLOW_CALLBACK_MS`` turns on the report in the real server (uvloop): with a threshold of
     1 µs every callback that does real work is over it, so serving requests must be counted and logged; without

@@ -23,7 +23,7 @@ def test_defaults_from_an_empty_environment() -> None:
     assert (m.embedder, m.embed_model, m.top_k, m.min_score, m.token_budget) == (
         "local", "text-embedding-3-small", 8, None, 1200)
     assert m.embed_isolation == "process" and m.embed_runtime == "auto" and m.embed_query_precision == "int8"
-    assert (s.store.metadata_cache_mb, s.store.index_cache_mb) == (64, 1024)
+    assert (s.store.metadata_cache_mb, s.store.index_cache_mb) == (64, 128)
     assert (m.commit_after, m.extractor, m.memory_model, m.commit_lease, m.commit_concurrency) == (
         120, "llm", None, 60.0, 16)
     assert (m.commit_write_batch, s.store.compact_after_writes, s.store.keep_versions) == (64, 32, 30.0)
