@@ -386,15 +386,18 @@ def _level_stats(results: list[StreamResult], t_measure: float, t_end: float) ->
 async def phase_ramp(arms: list[Arm], levels: list[int], stagger: float, hold: float, budget: float,
                      qs: Questions, fake: FakeUpstream, settle_limit: float) -> None:
     """Levels in increasing order, the arms interleaved at each level (noise hits them alike). An arm
-    stops at its first level that fails twice in a row (one retry absorbs a burst of load from outside)."""
-    started = time.perf_counter()
+    stops at its first level that fails twice in a row (one retry absorbs a burst of load from outside), or
+    once it has used ``budget`` seconds of ramp (its own levels and settling; another arm's retries do not
+    count against it)."""
+    spent = {id(arm): 0.0 for arm in arms}  # seconds of ramp each arm used: the budget is per arm
     active = list(arms)
     for n in levels:
         for arm in list(active):
-            if time.perf_counter() - started > budget:
+            if spent[id(arm)] > budget:
                 arm.ramp_note = f"ramp time budget ({budget:.0f} s) used up before {n} streams"
                 active.remove(arm)
                 continue
+            started = time.perf_counter()
             for attempt in (1, 2):
                 lv = await run_level(arm, n, stagger, hold, qs, fake.proc.pid)
                 lv["attempt"] = attempt
@@ -407,6 +410,7 @@ async def phase_ramp(arms: list[Arm], levels: list[int], stagger: float, hold: f
                 await settle(fake, sorted({a.pid for a in arms}), settle_limit)
                 if lv["held"]:
                     break
+            spent[id(arm)] += time.perf_counter() - started
             if not lv["held"]:
                 active.remove(arm)
         if not active:
