@@ -16,7 +16,7 @@ from datetime import timedelta
 from typing import Any
 
 import anyio
-from anyio.abc import TaskGroup
+from anyio.abc import TaskGroup, TaskStatus
 from lancedb.db import AsyncConnection
 
 from app.auth import KeyRing
@@ -203,7 +203,7 @@ class Services:
         await task_group.start(self.sweeper.run)
         await task_group.start(self.compactor.run)
         await task_group.start(self.heap_trimmer.run)
-        task_group.start_soon(self._timed_collections)
+        await task_group.start(self._timed_collections)  # before the start-up freeze: its full pass is timed
         task_group.start_soon(self._maintenance_loop)
         task_group.start_soon(self._loop_lag_probe)
         task_group.start_soon(self._gauge_loop)
@@ -251,10 +251,11 @@ class Services:
         await self.memories.versions.maintain()
         await self.memories.marks.maintain()
 
-    async def _timed_collections(self) -> None:
+    async def _timed_collections(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Time the garbage collector's passes while the app runs (the hook is removed when this is cancelled)."""
         remove = self.gc_pauses.install()
         try:
+            task_status.started()
             await anyio.sleep_forever()
         finally:
             remove()
