@@ -4,7 +4,8 @@
 RSS alone cannot tell memory that LanceDB, Arrow or Python still use from memory the allocator freed but keeps
 (fragmented, or not yet given back). The allocator can:
 
-* glibc (``mallinfo2``, summed over every arena): in use = ``uordblks`` (allocated from the arenas) +
+* glibc (``mallinfo2``, summed over every arena; also what is reported under another preloaded allocator
+  that is not jemalloc, where it is near empty): in use = ``uordblks`` (allocated from the arenas) +
   ``hblkhd`` (served by a mapping of its own); free = ``fordblks``, free chunks inside the arenas -- resident or
   not: pages ``malloc_trim`` handed back stay counted here, so after a trim "free" is what fragmentation would
   hold at most.
@@ -12,14 +13,14 @@ RSS alone cannot tell memory that LanceDB, Arrow or Python still use from memory
   ``stats.allocated``: pages it maps and keeps resident without a live allocation (its metadata included).
 
 Python's objects live in pymalloc's arenas, which are mapped directly, not through ``malloc``: they count in
-neither. Reading walks the allocator's arenas under their locks (a few microseconds to a few milliseconds):
+neither; nor does pyarrow's own memory pool (its bundled allocator). LanceDB's caches do count: its Rust code
+allocates with the process's ``malloc``. Reading walks the allocator's arenas under their locks (a few microseconds to a few milliseconds):
 call it off the event loop.
 """
 
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 from dataclasses import dataclass
 
 _MALLINFO2_FIELDS = ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks",

@@ -239,8 +239,11 @@ class Services:
         while True:
             self.sample_gauges()
             if time.monotonic() >= next_cache_sample:
-                await self.sample_store_cache()
-                await self.sample_heap()
+                try:  # a failed sample must not end the task group (and with it the commits)
+                    await self.sample_store_cache()
+                    await self.sample_heap()
+                except Exception:
+                    log.exception("sampling the store cache / heap gauges failed; will retry")
                 next_cache_sample = time.monotonic() + STORE_CACHE_SAMPLE
             await anyio.sleep(GAUGE_INTERVAL)
 

@@ -41,7 +41,7 @@ def rss_mib() -> float:
 
 
 def indices_mib(store_dir: Path) -> float:
-    """Bytes of index files in the memories table's folder (what a full index cache could hold of them)."""
+    """MiB of index files under the store (only the memories table here): what a full index cache could hold."""
     return sum(f.stat().st_size for f in store_dir.glob("**/_indices/**/*") if f.is_file()) / 2**20
 
 
@@ -106,7 +106,7 @@ def main() -> None:
         print(json.dumps(asyncio.run(run_arm(args.steps, args.arm, args.embedder, args.maintain_every))))
         return
     d = StoreSettings()
-    arms = (args.arms or f"default,{d.metadata_cache_mb}:{d.index_cache_mb}").split(",")
+    arms = [a.strip() for a in (args.arms or f"default,{d.metadata_cache_mb}:{d.index_cache_mb}").split(",")]
     results = {}
     for arm in arms:
         out = subprocess.run([sys.executable, __file__, "--arm", arm, "--steps", str(args.steps), "--embedder",

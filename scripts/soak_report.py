@@ -18,7 +18,9 @@ def bucket_quantile(m: dict[str, float], name: str, q: float) -> float | None:
 
 def heap(p: dict[str, Any]) -> str:
     """The server process's C heap as its allocator sees it (`memchat_heap_bytes`, sampled every 30 s)."""
-    return f"{p.get('heap_in_use', 0):.0f} / {p.get('heap_free', 0):.0f}"
+    if "heap_in_use" not in p:  # samples from before the gauge
+        return "—"
+    return f"{p['heap_in_use']:.0f} / {p['heap_free']:.0f}"
 
 
 def rounds_table(out: dict[str, Any]) -> str:

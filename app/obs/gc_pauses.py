@@ -29,7 +29,7 @@ class GcPauses:
 
     def __init__(self, clock: Callable[[], float] = time.perf_counter, limit: int = PENDING_LIMIT) -> None:
         self._clock = clock
-        self._started = 0.0
+        self._started: float | None = None  # None: no collection seen starting since the hook was added
         self._pending: deque[tuple[int, float]] = deque(maxlen=limit)
         self.recorded = 0
         self._drained = 0
@@ -38,8 +38,11 @@ class GcPauses:
         if phase == "start":
             self._started = self._clock()
             return
-        self._pending.append((info["generation"], self._clock() - self._started))
+        if self._started is None:  # the hook came in while a pass (another thread's) was running
+            return
         self.recorded += 1
+        self._pending.append((info["generation"], self._clock() - self._started))
+        self._started = None
 
     def install(self) -> Callable[[], None]:
         gc.callbacks.append(self)

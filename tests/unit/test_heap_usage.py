@@ -27,10 +27,12 @@ libc.malloc.argtypes = [ctypes.c_size_t]
 libc.free.argtypes = [ctypes.c_void_p]
 before = heap_usage()
 blocks = [libc.malloc(4096) for _ in range(16384)]
+sentinel = libc.malloc(64)   # above the blocks: the freed space cannot be handed back as the heap's top
 held = heap_usage()
 for block in blocks:
     libc.free(block)
 after = heap_usage()
+libc.free(sentinel)
 print(json.dumps([before.allocator, before.in_use, held.in_use, after.in_use, after.free]))
 """
 

@@ -43,6 +43,19 @@ def test_duration_is_stop_minus_start_on_the_clock() -> None:
     assert seen == [(1, 0.125)]
 
 
+def test_a_stop_without_its_start_is_not_timed() -> None:
+    """Added while another thread's pass ran: that pass's end has no start to measure from."""
+    pauses = GcPauses(clock=lambda: 1000.0)
+    pauses("stop", {"generation": 2})
+    assert pauses.recorded == 0
+    pauses("start", {"generation": 0})
+    pauses("stop", {"generation": 0})
+    pauses("stop", {"generation": 1})   # a second stop does not reuse the first start
+    seen: list[tuple[int, float]] = []
+    pauses.drain(lambda generation, seconds: seen.append((generation, seconds)))
+    assert seen == [(0, 0.0)]
+
+
 def test_pauses_past_the_limit_between_drains_are_dropped_and_counted() -> None:
     pauses = GcPauses(limit=2)
     for generation in (0, 1, 2):
