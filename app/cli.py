@@ -33,17 +33,30 @@ def _metrics_dir(data_dir: Path, workers: int) -> None:
     os.environ[MULTIPROC_ENV] = str(path.resolve())
 
 
-def _restart_with_jemalloc() -> int:
-    """``MEMCHAT_ALLOCATOR=jemalloc``: this process starts again, same command line, jemalloc preloaded
-    (`app.heap`); returns only on failure, with the exit code of a configuration error."""
-    from app.heap import JEMALLOC_DIRS, JEMALLOC_LIBRARY, PRELOADED_MARK, find_jemalloc, preload_jemalloc
+def _restart_with_jemalloc(allocator: str) -> int | None:
+    """Start this process again, same command line, with jemalloc preloaded (`app.heap`), when ``allocator``
+    (``MEMCHAT_ALLOCATOR``) asks for it and malloc is not jemalloc's yet. ``jemalloc``: a missing library, or a
+    preload that did not take, is a configuration error (exit code 2). ``auto`` (the default): jemalloc when
+    ``libjemalloc.so.2`` is found and the operator preloads no allocator of their own, else this process goes
+    on with the system's malloc (None; the server logs which). ``system``: None."""
+    from app.heap import (JEMALLOC_DIRS, JEMALLOC_LIBRARY, PRELOADED_MARK, find_jemalloc, jemalloc_active,
+                          operator_preloads_allocator, preload_jemalloc)
 
+    if allocator == "system" or jemalloc_active():
+        return None
+    required = allocator == "jemalloc"
     if os.environ.get(PRELOADED_MARK):
+        if not required:
+            return None  # auto: the preload did not take; go on without it rather than restart again
         print(f"memchat: configuration error: MEMCHAT_ALLOCATOR=jemalloc: {os.environ.get('LD_PRELOAD')} was "
               "preloaded but malloc is not jemalloc's", file=sys.stderr)
         return 2
+    if not required and operator_preloads_allocator(os.environ):
+        return None
     library = find_jemalloc()
     if library is None:
+        if not required:
+            return None
         print(f"memchat: configuration error: MEMCHAT_ALLOCATOR=jemalloc but {JEMALLOC_LIBRARY} is in none of "
               f"{', '.join(JEMALLOC_DIRS)} (Debian/Ubuntu: apt install libjemalloc2)", file=sys.stderr)
         return 2
@@ -55,7 +68,6 @@ def _restart_with_jemalloc() -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from app.heap import jemalloc_active
     from app.obs.logs import configure_logging
 
     os.environ["MEMCHAT_DATA_DIR"] = str(args.data_dir)
@@ -67,8 +79,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"memchat: configuration error: {exc}", file=sys.stderr)
         return 2
-    if settings.server.allocator == "jemalloc" and not jemalloc_active():
-        return _restart_with_jemalloc()
+    if (failed := _restart_with_jemalloc(settings.server.allocator)) is not None:
+        return failed
     configure_logging(settings.server.log_format, settings.server.log_level)
     args.data_dir.mkdir(parents=True, exist_ok=True)
     _metrics_dir(args.data_dir, args.workers)

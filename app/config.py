@@ -27,7 +27,7 @@ class ServerSettings(msgspec.Struct, frozen=True):
     loop_slow_callback_ms: float = 0.0  # > 0: report event-loop callbacks longer than this (app.obs.slow_callbacks)
     malloc_mmap_threshold_kb: int = 0  # > 0: glibc's mmap threshold fixed at this (app.heap); 0: glibc's default
     malloc_trim_idle: float = 10.0  # malloc_trim(0) after this many quiet seconds (app.heap.HeapTrimmer); 0: never
-    allocator: str = "system"     # "system" (the C library's malloc) or "jemalloc" (preloaded; app.heap)
+    allocator: str = "auto"       # "auto" (jemalloc when installed), "jemalloc" (required) or "system" (app.heap)
 
 
 class UpstreamSettings(msgspec.Struct, frozen=True):
@@ -242,7 +242,7 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
             loop_slow_callback_ms=_nonneg(env, "MEMCHAT_LOOP_SLOW_CALLBACK_MS", 0.0),
             malloc_mmap_threshold_kb=_int(env, "MEMCHAT_MALLOC_MMAP_THRESHOLD_KB", 0, minimum=0, maximum=32768),
             malloc_trim_idle=_nonneg(env, "MEMCHAT_MALLOC_TRIM_IDLE", 10.0),
-            allocator=_choice(env, "MEMCHAT_ALLOCATOR", "system", {"system", "jemalloc"}),
+            allocator=_choice(env, "MEMCHAT_ALLOCATOR", "auto", {"auto", "system", "jemalloc"}),
         ),
         upstream=UpstreamSettings(
             base_url=base_url,

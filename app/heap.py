@@ -1,5 +1,6 @@
-"""The server process's C heap: freed memory handed back to the OS (`HeapTrimmer`, on by default), jemalloc in
-place of glibc's malloc (opt-in), an opt-in fixed glibc mmap threshold, and the garbage collector's start-up freeze.
+"""The server process's C heap: jemalloc in place of glibc's malloc (by default when it is installed), freed memory
+handed back to the OS on glibc (`HeapTrimmer`), an opt-in fixed glibc mmap threshold, and the garbage collector's
+start-up freeze.
 
 **Trimming.** LanceDB and Arrow allocate and free with glibc's ``malloc`` from many threads (the tokio runtime,
 anyio's worker threads), so the freed memory is spread over up to 8 arenas per core, and glibc gives back only
@@ -12,16 +13,19 @@ in flight, no commit running, nothing new for ``MEMCHAT_MALLOC_TRIM_IDLE`` secon
 quiet spell, in a worker thread, off the event loop; what each call released and how long it took are in
 ``/metrics``.
 
-**jemalloc (opt-in).** Trimming gives back what is free; it does not stop glibc's heap from growing. In
-isolation (one table, caches bounded) LanceDB's compaction -- not the appends, reads, indexes or version
-cleanup -- leaves glibc's heap ~25-45 MiB larger per 1 500 one-row writes compacted every 32, and closing the
-table and its connection does not give it back: memory fragmented by the allocator, not held by LanceDB. The
-same work preloaded with jemalloc stays flat after its first round (``scripts/bench_heap_growth.py``;
-docs/benchmarks.md, "Soak, repeated"). ``MEMCHAT_ALLOCATOR=jemalloc`` makes ``memchat serve`` start itself
-again with ``libjemalloc.so.2`` in ``LD_PRELOAD`` (Debian/Ubuntu: ``apt install libjemalloc2``) and
-``MALLOC_CONF`` set to return freed pages after a second (`JEMALLOC_CONF`, unless the operator set
-``MALLOC_CONF``); the uvicorn workers and the embedding worker inherit it. With jemalloc the glibc-only
-settings (trimming, the mmap threshold) do nothing and are skipped.
+**jemalloc (the default where installed).** Trimming gives back what is free; it does not stop glibc's heap from
+growing. In isolation (one table, caches bounded) LanceDB's compaction -- not the appends, reads, indexes or
+version cleanup -- leaves glibc's heap ~25-45 MiB larger per 1 500 one-row writes compacted every 32, and closing
+the table and its connection does not give it back: memory fragmented by the allocator, not held by LanceDB. The
+same work preloaded with jemalloc stays flat after its first round (``scripts/bench_heap_growth.py``), and in the
+soak every jemalloc run answered more and grew less than every glibc run (docs/benchmarks.md, "Soak, repeated").
+So ``memchat serve`` starts itself again with ``libjemalloc.so.2`` in ``LD_PRELOAD`` (Debian/Ubuntu:
+``apt install libjemalloc2``) and ``MALLOC_CONF`` set to return freed pages after a second (`JEMALLOC_CONF`,
+unless the operator set ``MALLOC_CONF``); the uvicorn workers and the embedding worker inherit it.
+``MEMCHAT_ALLOCATOR``: ``auto`` (the default) does so when the library is found and the operator preloads no
+allocator of their own, else runs on the system's malloc and says so in the log; ``jemalloc`` requires it (a
+start-up error without it); ``system`` never. With jemalloc the glibc-only settings (trimming, the mmap
+threshold) do nothing and are skipped.
 
 **The mmap threshold (opt-in).**
 
@@ -109,6 +113,12 @@ def preload_jemalloc(env: Mapping[str, str], library: str) -> dict[str, str]:
     new.setdefault("MALLOC_CONF", JEMALLOC_CONF)
     new[PRELOADED_MARK] = "1"
     return new
+
+
+def operator_preloads_allocator(env: Mapping[str, str]) -> bool:
+    """True when ``LD_PRELOAD`` already names a malloc of the operator's (tcmalloc, mimalloc, a jemalloc build
+    of their own): ``MEMCHAT_ALLOCATOR=auto`` leaves it alone."""
+    return any("malloc" in os.path.basename(p) for p in env.get("LD_PRELOAD", "").replace(":", " ").split())
 
 
 def operator_chose(env: Mapping[str, str]) -> bool:

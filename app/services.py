@@ -125,6 +125,10 @@ class Services:
         fix_mmap_threshold(settings.server.malloc_mmap_threshold_kb)  # opt-in (`app.heap`)
         if jemalloc_active():
             log.info("heap: malloc is jemalloc's; glibc's trimming and mmap threshold are not used")
+        elif settings.server.allocator == "auto":
+            log.info("heap: malloc is the system's (MEMCHAT_ALLOCATOR=auto found no libjemalloc.so.2 to preload, "
+                     "or LD_PRELOAD names another allocator); on glibc, install libjemalloc2 for a heap that "
+                     "does not fragment (README, \"Memory use\")")
         embedder = _embedder(settings, backend)
         stack.push_async_callback(embedder.aclose)
         store_cache = cache_session(settings.store.metadata_cache_mb, settings.store.index_cache_mb)

@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx2
+import pytest
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -210,10 +211,13 @@ def test_slow_callback_report_counts_callbacks_over_the_threshold(tmp_path: Path
         assert (count > 0, logged) == (expect_some, expect_some), (setting, count)
 
 
-def test_jemalloc_allocator_reaches_every_worker(tmp_path: Path, clean_fake: FakeUpstream) -> None:
-    """``MEMCHAT_ALLOCATOR=jemalloc``: ``memchat serve`` starts itself again with jemalloc preloaded, same pid;
-    the supervisor and both uvicorn workers run on it, the server answers, and glibc's idle trim stands down.
-    The default server, the control, runs on the system's malloc and trims once quiet."""
+@pytest.mark.parametrize("allocator", [None, "jemalloc"])
+def test_jemalloc_allocator_reaches_every_worker(tmp_path: Path, clean_fake: FakeUpstream,
+                                                 allocator: str | None) -> None:
+    """With the library installed, the default (``MEMCHAT_ALLOCATOR`` unset: ``auto``) and ``jemalloc``:
+    ``memchat serve`` starts itself again with jemalloc preloaded, same pid; the supervisor and both uvicorn
+    workers run on it, the server answers, and glibc's idle trim stands down. The control,
+    ``MEMCHAT_ALLOCATOR=system``, runs on the system's malloc and trims once quiet."""
     from app.heap import JEMALLOC_CONF, find_jemalloc
 
     assert find_jemalloc(), "libjemalloc.so.2 is missing: `make test` installs Debian's libjemalloc2"
@@ -227,7 +231,7 @@ def test_jemalloc_allocator_reaches_every_worker(tmp_path: Path, clean_fake: Fak
         return sum(s.value for s in hist.samples if s.name.endswith("_count"))
 
     quick_trim = {"MEMCHAT_MALLOC_TRIM_IDLE": "0.2"}
-    with MemchatServer(tmp_path / "data2", env=env_for(clean_fake, **quick_trim)) as srv:
+    with MemchatServer(tmp_path / "data2", env=env_for(clean_fake, MEMCHAT_ALLOCATOR="system", **quick_trim)) as srv:
         assert "libjemalloc" not in Path(f"/proc/{srv.pid}/maps").read_text()
         assert httpx2.post(f"{srv.url}/v1/chat/completions", json=CHAT, headers=H1, timeout=30).status_code == 200
         started = time.monotonic()
@@ -235,7 +239,7 @@ def test_jemalloc_allocator_reaches_every_worker(tmp_path: Path, clean_fake: Fak
             time.sleep(0.1)
         took = time.monotonic() - started
         assert trims(srv.url) >= 1
-    env = env_for(clean_fake, MEMCHAT_ALLOCATOR="jemalloc", **quick_trim)
+    env = env_for(clean_fake, **({"MEMCHAT_ALLOCATOR": allocator} if allocator else {}), **quick_trim)
     with MemchatServer(tmp_path / "data", env=env, workers=2) as srv:
         for _ in range(4):
             resp = httpx2.post(f"{srv.url}/v1/chat/completions", json=CHAT, headers=H1, timeout=30)

@@ -1,5 +1,6 @@
-"""``MEMCHAT_ALLOCATOR=jemalloc`` (`app.heap`): the environment that preloads it, finding the library, telling
-whether it is the process's malloc, and ``memchat serve``'s clear errors when it cannot be had. (The server
+"""``MEMCHAT_ALLOCATOR`` (`app.heap`): the environment that preloads jemalloc, finding the library, telling
+whether it is the process's malloc, when ``auto`` (the default) restarts with it and when it leaves the
+allocator alone, and ``memchat serve``'s clear errors when ``jemalloc`` cannot be had. (The server
 started with it: tests/e2e/test_operations.py.)"""
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from app.heap import (
     HeapTrimmer,
     find_jemalloc,
     jemalloc_active,
+    operator_preloads_allocator,
     preload_jemalloc,
 )
 
@@ -58,8 +60,9 @@ def test_find_jemalloc_looks_in_the_given_folders(tmp_path: Path) -> None:
 
 
 def test_allocator_setting() -> None:
-    assert Settings.from_env({}).server.allocator == "system"
-    assert Settings.from_env({"MEMCHAT_ALLOCATOR": "jemalloc"}).server.allocator == "jemalloc"
+    assert Settings.from_env({}).server.allocator == "auto"
+    for choice in ("auto", "system", "jemalloc"):
+        assert Settings.from_env({"MEMCHAT_ALLOCATOR": choice}).server.allocator == choice
     with pytest.raises(ConfigError, match="MEMCHAT_ALLOCATOR"):
         Settings.from_env({"MEMCHAT_ALLOCATOR": "tcmalloc"})
 
@@ -109,3 +112,59 @@ async def test_the_trimmer_stands_down_under_jemalloc(monkeypatch: pytest.Monkey
     with anyio.fail_after(5):
         await trimmer.run()  # returns at once instead of looking every 10 ms forever
     assert trimmer.trims == 0
+
+
+class _WentOn(Exception):
+    """cmd_serve got past the allocator step (its next step, setting up logging, raises this instead)."""
+
+
+def _went_on(*args, **kwargs) -> None:
+    raise _WentOn
+
+
+def _isolate(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """cmd_serve writes these to the environment; monkeypatch puts them back."""
+    for name in ("MEMCHAT_DATA_DIR", "MEMCHAT_LOG_LEVEL", "MEMCHAT_ALLOCATOR", PRELOADED_MARK, "LD_PRELOAD"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("MEMCHAT_DATA_DIR", str(tmp_path))
+    monkeypatch.setattr("app.obs.logs.configure_logging", _went_on)
+
+
+@pytest.mark.parametrize("found", ["/x/libjemalloc.so.2", None])
+def test_auto_restarts_with_jemalloc_only_when_the_library_is_found(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                    found: str | None) -> None:
+    calls: list[tuple] = []
+    _isolate(monkeypatch, tmp_path)  # MEMCHAT_ALLOCATOR unset: the default, auto
+    monkeypatch.setattr("app.heap.find_jemalloc", lambda: found)
+    monkeypatch.setattr("os.execve", lambda *a: calls.append(a))
+    if found:
+        assert cli.cmd_serve(serve_args(tmp_path)) == 2  # execve "returned": the not-reached path
+        (_, _, env), = calls
+        assert env["LD_PRELOAD"].split()[0] == found
+    else:
+        with pytest.raises(_WentOn):  # no library: the server starts on the system's malloc
+            cli.cmd_serve(serve_args(tmp_path))
+        assert calls == []
+
+
+@pytest.mark.parametrize("env", [{"MEMCHAT_ALLOCATOR": "system"},
+                                 {"LD_PRELOAD": "/opt/lib/libtcmalloc_minimal.so.4"},
+                                 {PRELOADED_MARK: "1"}])
+def test_auto_leaves_the_allocator_alone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                         env: dict[str, str]) -> None:
+    """``system`` never restarts; ``auto`` does not when the operator preloads an allocator of their own, nor
+    a second time when the preload did not take (it goes on without, no loop of restarts)."""
+    _isolate(monkeypatch, tmp_path)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr("app.heap.find_jemalloc", lambda: "/x/libjemalloc.so.2")
+    monkeypatch.setattr("os.execve", lambda *a: pytest.fail("must not restart"))
+    with pytest.raises(_WentOn):
+        cli.cmd_serve(serve_args(tmp_path))
+
+
+def test_operator_preloads_allocator() -> None:
+    assert operator_preloads_allocator({"LD_PRELOAD": "/usr/lib/libmimalloc.so.2"})
+    assert operator_preloads_allocator({"LD_PRELOAD": "libfoo.so:/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"})
+    assert not operator_preloads_allocator({"LD_PRELOAD": "/usr/lib/libfaketime.so.1"})
+    assert not operator_preloads_allocator({})
